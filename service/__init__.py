@@ -1,0 +1,1 @@
+"""ECG heartbeat classification service: shared beat format, networks and (later) the HTTP API."""

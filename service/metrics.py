@@ -1,0 +1,40 @@
+"""The service's Prometheus metrics, in one place (base units, histograms, bounded label sets).
+
+Each app owns its CollectorRegistry, so several apps (tests, workers) never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0)
+# dopri5 spends 2 + 6k evaluations for k steps: buckets on that grid, then coarser.
+NFE_BUCKETS = (8, 14, 20, 26, 32, 38, 44, 50, 62, 74, 98, 128, 194, 302, 506, 1004, 2006, 6002)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.inference_latency = Histogram(
+            "ecg_inference_latency_seconds", "Time spent in the predictor per request.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ode_nfe = Histogram(
+            "ecg_ode_nfe", "ODE function evaluations per solve.", ["model", "method"],
+            buckets=NFE_BUCKETS, registry=r)
+        self.http_duration = Histogram(
+            "ecg_http_request_duration_seconds", "HTTP request duration by route template and status.",
+            ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.beats = Counter(
+            "ecg_beats_classified", "Beats classified, by model and predicted label.",
+            ["model", "label"], registry=r)
+        self.batch_size = Histogram(
+            "ecg_batch_size_beats", "Beats per prediction request.", ["model"],
+            buckets=BATCH_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            "ecg_http_requests_in_flight", "HTTP requests being served.", registry=r)
+        self.model_info = Gauge(
+            "ecg_model_info", "Loaded models (value 1), with version and backend.",
+            ["model", "version", "backend"], registry=r)

@@ -1,0 +1,202 @@
+"""The nn.Module definitions that trained artefacts instantiate: one shape, two bodies.
+
+Both classifiers are encoder -> body -> head on a 64-dim state. The ResNet body is a stack of
+residual blocks h + f(h), i.e. fixed Euler steps of an ODE; the ODE-Net body integrates
+dh/dt = f(t, h) over t in [0, 1] with an adaptive torchdiffeq solver (Chen et al. 2018).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torchdiffeq import odeint
+
+from service.beats import BEAT_LENGTH, CLASSES
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
+
+
+class SolverStepLimitError(RuntimeError):
+    """An adaptive solve needed more steps than allowed: the tolerance is too tight for this input."""
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """How an ODE body is integrated; the accuracy/latency knob of an ODE-Net."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    step_size: float | None = None  # fixed-step methods only
+    max_num_steps: int = 1000  # adaptive methods only
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def per_beat_rms_norm(error: torch.Tensor) -> torch.Tensor:
+    """Max over beats of each beat's RMS error: the step size answers to the worst beat, so a
+    beat's result does not depend on which other beats share its batch (beyond the tolerance)."""
+    return error.pow(2).mean(dim=-1).sqrt().max()
+
+
+class ConcatLinear(nn.Module):
+    """Linear layer that also sees the time t, as in Chen et al.'s ODE-Net code."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = nn.Linear(width + 1, width)
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        time = torch.ones_like(h[..., :1]) * t
+        return self.linear(torch.cat([time, h], dim=-1))
+
+
+class ODEDynamics(nn.Module):
+    """f(t, h) = ConcatLinear(t, ReLU(h)); counts its own evaluations (NFE)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.layer = ConcatLinear(width)
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.layer(t, torch.relu(h))
+
+
+class ODEBody(nn.Module):
+    """h(1) = h(0) + integral_0^1 f(t, h) dt, solved with torchdiffeq.
+
+    `adjoint=True` backpropagates with the adjoint method (O(1) memory in the number of steps);
+    the default backpropagates through the solver's operations directly.
+    """
+
+    def __init__(self, width: int, adjoint: bool = False):
+        super().__init__()
+        self.dynamics = ODEDynamics(width)
+        self.adjoint = adjoint
+        self.register_buffer("span", torch.tensor([0.0, 1.0]), persistent=False)
+
+    @property
+    def nfe(self) -> int:
+        """Function evaluations of the last forward pass."""
+        return self.dynamics.nfe
+
+    def forward(self, h: torch.Tensor, solver: SolverConfig | None = None) -> torch.Tensor:
+        cfg = solver or SolverConfig()
+        self.dynamics.nfe = 0
+        if cfg.method in FIXED_STEP_METHODS:
+            options = {"step_size": cfg.step_size or 0.25}
+        else:
+            options = {"norm": per_beat_rms_norm, "max_num_steps": cfg.max_num_steps}
+        if self.adjoint and self.training:
+            from torchdiffeq import odeint_adjoint
+
+            solve = lambda: odeint_adjoint(  # noqa: E731
+                self.dynamics, h, self.span, rtol=cfg.rtol, atol=cfg.atol, method=cfg.method,
+                options=options, adjoint_options={"norm": "seminorm"},
+            )
+        else:
+            solve = lambda: odeint(  # noqa: E731
+                self.dynamics, h, self.span, rtol=cfg.rtol, atol=cfg.atol, method=cfg.method,
+                options=options,
+            )
+        try:
+            return solve()[-1]
+        except AssertionError as err:  # torchdiffeq signals an exhausted step budget this way
+            if "max_num_steps" in str(err):
+                raise SolverStepLimitError(
+                    f"{cfg.method} needed more than {cfg.max_num_steps} steps at "
+                    f"rtol={cfg.rtol:g}, atol={cfg.atol:g}"
+                ) from err
+            raise
+
+
+class ResidualBlock(nn.Module):
+    """h + Linear(ReLU(h)): one Euler step of the ODE-Net's dynamics, without time."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.linear = nn.Linear(width, width, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.linear(torch.relu(h))
+
+
+def mlp_encoder(width: int) -> nn.Module:
+    """The reference encoder: 187 -> 64 -> 64 -> 64 fully connected."""
+    return nn.Sequential(
+        nn.Linear(BEAT_LENGTH, width), nn.ReLU(),
+        nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(width, width),
+    )
+
+
+def conv_encoder(width: int, channels: int = 32, dropout: float = 0.1) -> nn.Module:
+    """1-D convolutional encoder: three conv/pool stages keep the wave's timing, then 64 features."""
+    stages, in_ch, length = [], 1, BEAT_LENGTH
+    for out_ch, kernel in ((channels, 7), (2 * channels, 5), (2 * channels, 5)):
+        stages += [
+            nn.Conv1d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
+            nn.BatchNorm1d(out_ch), nn.ReLU(), nn.MaxPool1d(2),
+        ]
+        in_ch, length = out_ch, length // 2
+    return nn.Sequential(
+        nn.Unflatten(1, (1, BEAT_LENGTH)), *stages, nn.Flatten(), nn.Dropout(dropout),
+        nn.Linear(in_ch * length, width),
+    )
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything needed to rebuild a network; stored in each artefact's card."""
+
+    body: str  # "resnet" or "odenet"
+    encoder: str = "mlp"  # "mlp" (reference) or "conv"
+    width: int = 64
+    blocks: int = 6  # residual blocks of the ResNet body
+    channels: int = 32  # conv encoder only
+    dropout: float = 0.1  # conv encoder only
+    adjoint: bool = False  # ODE-Net training only
+    classes: tuple[str, ...] = field(default=CLASSES)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Architecture":
+        return cls(**{**data, "classes": tuple(data.get("classes", CLASSES))})
+
+
+class BeatClassifier(nn.Module):
+    """encoder -> body (ResNet blocks or ODE block) -> ReLU -> Linear to class logits."""
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        self.arch = arch
+        if arch.encoder == "mlp":
+            self.encoder = mlp_encoder(arch.width)
+        elif arch.encoder == "conv":
+            self.encoder = conv_encoder(arch.width, arch.channels, arch.dropout)
+        else:
+            raise ValueError(f"unknown encoder {arch.encoder!r}")
+        if arch.body == "resnet":
+            self.body = nn.Sequential(*(ResidualBlock(arch.width) for _ in range(arch.blocks)))
+        elif arch.body == "odenet":
+            self.body = ODEBody(arch.width, adjoint=arch.adjoint)
+        else:
+            raise ValueError(f"unknown body {arch.body!r}")
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(arch.width, len(arch.classes)))
+
+    @property
+    def is_ode(self) -> bool:
+        return isinstance(self.body, ODEBody)
+
+    def forward(self, beats: torch.Tensor, solver: SolverConfig | None = None) -> torch.Tensor:
+        h = self.encoder(beats)
+        h = self.body(h, solver) if self.is_ode else self.body(h)
+        return self.head(h)

@@ -1,0 +1,95 @@
+"""Artefacts: save/load round trip, tamper detection, ONNX equal to torch, shipped cards reproducible."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from service.artefacts import ONNX, WEIGHTS, ArtefactIntegrityError, load_model, read_card
+from service.networks import Architecture, BeatClassifier
+from training.export import write_artefact
+
+from conftest import MODELS, ROOT
+
+
+def minimal_card(name):
+    return {"name": name, "architecture": None, "training": {"split": "intra", "seed": 0}}
+
+
+def export(model, folder):
+    card = minimal_card(folder.name)
+    card["architecture"] = model.arch.as_dict()
+    return write_artefact(model, card, folder)
+
+
+@pytest.mark.parametrize("body,encoder", [("resnet", "conv"), ("odenet", "conv"), ("resnet", "mlp")])
+def test_round_trip_gives_the_same_outputs(tmp_path, fixture_beats, body, encoder):
+    torch.manual_seed(0)
+    model = BeatClassifier(Architecture(body=body, encoder=encoder)).eval()
+    card = export(model, tmp_path / body)
+    loaded, loaded_card = load_model(tmp_path / body)
+    assert loaded_card == card
+    beats = torch.from_numpy(fixture_beats.beats[:50])
+    with torch.no_grad():
+        assert torch.equal(model(beats), loaded(beats))
+
+
+def test_tampered_weights_are_refused_naming_the_file(tmp_path):
+    model = BeatClassifier(Architecture(body="odenet")).eval()
+    export(model, tmp_path / "odenet")
+    weights = tmp_path / "odenet" / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtefactIntegrityError, match=WEIGHTS):
+        load_model(tmp_path / "odenet")
+
+
+def onnx_logits(path, beats):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: beats})[0]
+
+
+def test_fresh_onnx_export_matches_torch(tmp_path, fixture_beats):
+    torch.manual_seed(0)
+    model = BeatClassifier(Architecture(body="resnet", encoder="conv")).eval()
+    export(model, tmp_path / "resnet")
+    beats = fixture_beats.beats[:300]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(beats)).numpy()
+    assert np.abs(onnx_logits(tmp_path / "resnet" / ONNX, beats) - expected).max() < 1e-5
+    single = onnx_logits(tmp_path / "resnet" / ONNX, beats[:1])  # dynamic batch axis
+    assert np.abs(single - expected[:1]).max() < 1e-5
+
+
+SHIPPED = sorted(p.parent.name for p in MODELS.glob("*/card.json"))
+
+
+def test_the_two_served_models_are_shipped():
+    assert {"odenet", "resnet"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_artefact_verifies_and_onnx_matches(name, fixture_beats):
+    model, card = load_model(MODELS / name)
+    assert card["classes"] == ["N", "S", "V", "F", "Q"]
+    if (MODELS / name / ONNX).exists():
+        with torch.no_grad():
+            expected = model(torch.from_numpy(fixture_beats.beats)).numpy()
+        assert np.abs(onnx_logits(MODELS / name / ONNX, fixture_beats.beats) - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["odenet", "resnet"])
+def test_evaluate_reproduces_the_shipped_card(name, mitdb_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", str(MODELS / name), "--data", str(mitdb_dir), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    recorded = read_card(MODELS / name)["metrics"]["intra_test"]
+    assert metrics["confusion_matrix"] == recorded["confusion_matrix"]
+    assert "card reproduced" in result.stderr
