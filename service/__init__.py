@@ -1,1 +1,1 @@
-"""ECG heartbeat classification service: shared beat format, networks and (later) the HTTP API."""
+"""ECG heartbeat classification service: beat format, networks, artefact registry and the HTTP API."""

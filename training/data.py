@@ -78,7 +78,7 @@ def load_records(folder: str | Path, records: tuple[str, ...] = RECORDS, progres
     if progress:
         from tqdm import tqdm
 
-        records = tqdm(records, desc="records", unit="rec")
+        records = tqdm(records, desc="records", unit="rec", disable=None)
     sets = [record_beats(folder, r) for r in records]
     return BeatSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in ("beats", "labels", "records", "samples")))
 

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = card["training"]["seed"] if args.seed is None else args.seed
     if not args.data.is_dir():
         parser.error(f"data folder {args.data} not found; pass --data DIR with the MIT-BIH records")
+    if split == "inter" and card["training"]["split"] == "intra":
+        print("warning: this model was trained on 80 % of all beats, DS2 records included; "
+              "its DS2 figures are not inter-patient", file=sys.stderr)
     _, test = load_split(args.data, split, seed)
     solver = None
     if model.is_ode:

@@ -91,7 +91,7 @@ def fit(model: BeatClassifier, train: BeatSet, recipe: Recipe, seed: int, progre
         order = torch.randperm(len(train), generator=generator)
         total = 0.0
         bar = tqdm(range(batches), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch",
-                   disable=not progress, leave=False)
+                   disable=None if progress else True, leave=False)  # None: off when not a terminal
         for b in bar:
             index = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
             loss = loss_fn(model(beats[index]), labels[index])

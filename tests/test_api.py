@@ -1,0 +1,188 @@
+"""The HTTP contract, against the real ASGI app serving the shipped artefacts."""
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.artefacts import WEIGHTS
+from service.beats import CLASSES
+from service.settings import Settings
+from training.data import load_split
+
+from conftest import MODELS
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(Settings(models_dir=MODELS, max_beats_per_request=512))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def test_beats(request, fixture_beats):
+    """2,000 beats of the intra-patient test split where the database is present, else the excerpts."""
+    from conftest import FULL_DATABASE
+
+    if (FULL_DATABASE / "100.dat").is_file():
+        _, test = load_split(FULL_DATABASE, "intra", seed=0)
+        pick = np.random.default_rng(0).choice(len(test), 2000, replace=False)
+        return test.subset(np.sort(pick))
+    return fixture_beats
+
+
+def post(client, **body):
+    return client.post("/predict", json=body)
+
+
+@pytest.mark.parametrize("model", ["odenet", "resnet"])
+def test_real_beats_are_classified(client, fixture_beats, model):
+    response = post(client, model=model, beats=fixture_beats.beats.tolist()[:256])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == model and body["version"].startswith("1.0.0+")
+    labels = [p["label"] for p in body["predictions"]]
+    assert np.mean(np.array([CLASSES.index(x) for x in labels]) == fixture_beats.labels[:256]) > 0.95
+    for p in body["predictions"]:
+        assert set(p["probabilities"]) == set(CLASSES)
+        assert math.isclose(sum(p["probabilities"].values()), 1.0, rel_tol=1e-5)
+        assert CLASSES[p["class_index"]] == p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+    assert body["latency_ms"] > 0
+    assert (body["solver"] is None) == (model == "resnet")
+
+
+def test_default_model_and_solver(client, fixture_beats):
+    body = post(client, beats=fixture_beats.beats[:2].tolist()).json()
+    assert body["model"] == "odenet"
+    assert body["solver"]["method"] == "dopri5" and body["solver"]["rtol"] == 1e-3
+    assert body["solver"]["nfe"] >= 8 and (body["solver"]["nfe"] - 2) % 6 == 0
+
+
+def test_a_beat_alone_and_in_a_batch_of_256_agree(client, test_beats):
+    rtol = 1e-3
+    batch = test_beats.beats[:256].tolist()
+    solver = {"rtol": rtol, "atol": rtol}
+    together = post(client, beats=batch, solver=solver).json()["predictions"]
+    for i in (0, 17, 255):
+        alone = post(client, beats=[batch[i]], solver=solver).json()["predictions"][0]
+        assert alone["label"] == together[i]["label"]
+        for c in CLASSES:
+            assert abs(alone["probabilities"][c] - together[i]["probabilities"][c]) <= 10 * rtol
+
+
+def test_nfe_rises_and_accuracy_holds_as_tolerance_tightens(client, test_beats):
+    beats = test_beats.beats.tolist()
+    nfe, accuracy = [], []
+    for tol in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6):
+        labels, total = [], 0
+        for start in range(0, len(beats), 500):
+            body = post(client, beats=beats[start:start + 500], solver={"rtol": tol, "atol": tol}).json()
+            labels += [p["class_index"] for p in body["predictions"]]
+            total += body["solver"]["nfe"]
+        nfe.append(total)
+        accuracy.append(np.mean(np.array(labels) == test_beats.labels))
+    assert nfe == sorted(nfe) and nfe[-1] > nfe[0]
+    assert accuracy[-1] >= accuracy[0]
+
+
+BEAT = [0.5] * 187
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"beats": [[0.5] * 186]}, ["body", "beats", 0]),
+    ({"beats": [[0.5] * 188]}, ["body", "beats", 0]),
+    ({"beats": []}, ["body", "beats"]),
+    ({"beats": [["0.5"] + BEAT[1:]]}, ["body", "beats", 0, 0]),
+    ({"beats": [[1.5] + BEAT[1:]]}, ["body", "beats", 0, 0]),
+    ({"beats": [BEAT] * 513}, ["body", "beats"]),
+    ({"beats": [BEAT], "solver": {"rtol": 0}}, ["body", "solver", "rtol"]),
+    ({"beats": [BEAT], "solver": {"atol": -1e-3}}, ["body", "solver", "atol"]),
+    ({"beats": [BEAT], "solver": {"rtol": 1e-9, "atol": 1e-9}}, ["body", "solver", "rtol"]),
+    ({"beats": [BEAT], "solver": {"atol": 1e-8}}, ["body", "solver", "atol"]),
+    ({"beats": [BEAT], "solver": {"method": "leapfrog"}}, ["body", "solver", "method"]),
+    ({"beats": [BEAT], "solver": {"method": "dopri5", "step_size": 0.1}}, ["body", "solver", "step_size"]),
+    ({"beats": [BEAT], "solver": {"method": "rk4", "step_size": 0.001}}, ["body", "solver", "step_size"]),
+    ({"beats": [BEAT], "model": "transformer"}, ["body", "model"]),
+    ({"beats": [BEAT], "model": "resnet", "solver": {"rtol": 1e-3}}, ["body", "solver"]),
+    ({"beats": [BEAT], "temperature": 2}, ["body", "temperature"]),
+])
+def test_bad_input_is_a_422_naming_the_field(client, body, field):
+    response = post(client, **body)
+    assert response.status_code == 422, response.text
+    assert field in [error["loc"] for error in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_samples_are_a_422(client, token):
+    raw = '{"beats": [[' + token + "," + ",".join(["0.5"] * 186) + "]]}"
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "beats", 0, 0]
+
+
+def test_malformed_json_is_a_422(client):
+    response = client.post("/predict", content="{beats", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_fixed_step_solver_reports_its_nfe(client, fixture_beats):
+    body = post(client, beats=fixture_beats.beats[:4].tolist(),
+                solver={"method": "rk4", "step_size": 0.25}).json()
+    assert body["solver"]["nfe"] == 16 and body["solver"]["step_size"] == 0.25
+
+
+def test_models_health_and_docs(client):
+    cards = client.get("/models").json()
+    assert {"odenet", "resnet"} <= set(cards["models"]) and cards["refused"] == {}
+    odenet = cards["models"]["odenet"]
+    assert odenet["default_solver"]["method"] == "dopri5" and "intra_test" in odenet["metrics"]
+    assert cards["models"]["resnet"]["backend"] == "onnxruntime"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["schemas"]["PredictRequest"]["examples"]
+
+
+def test_metrics_count_the_requests_just_made(client, fixture_beats):
+    def sample(text, name, **labels):
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = client.get("/metrics").text
+    for _ in range(3):
+        post(client, model="resnet", beats=fixture_beats.beats[:5].tolist())
+    post(client, model="odenet", beats=fixture_beats.beats[:5].tolist(), solver={"rtol": 1e-2, "atol": 1e-2})
+    post(client, model="resnet", beats=[])
+    after = client.get("/metrics").text
+    http = "ecg_http_request_duration_seconds_count"
+    assert sample(after, http, route="/predict", status="200") - sample(before, http, route="/predict", status="200") == 4
+    assert sample(after, http, route="/predict", status="422") - sample(before, http, route="/predict", status="422") == 1
+    latency = "ecg_inference_latency_seconds_count"
+    assert sample(after, latency, model="resnet") - sample(before, latency, model="resnet") == 3
+    assert sample(after, "ecg_ode_nfe_count", model="odenet", method="dopri5") - \
+        sample(before, "ecg_ode_nfe_count", model="odenet", method="dopri5") == 1
+    beats = sum(sample(after, "ecg_beats_classified_total", model="resnet", label=c) for c in CLASSES) - \
+        sum(sample(before, "ecg_beats_classified_total", model="resnet", label=c) for c in CLASSES)
+    assert beats == 15
+    assert sample(after, "ecg_model_info", model="odenet") == 1
+    assert "ecg_http_requests_in_flight" in after and "ecg_batch_size_beats_bucket" in after
+    assert "rtol" not in after
+
+
+def test_tampered_weights_refuse_that_model_by_file_name(tmp_path, fixture_beats):
+    for name in ("odenet", "resnet"):
+        shutil.copytree(MODELS / name, tmp_path / name)
+    weights = tmp_path / "odenet" / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with TestClient(create_app(Settings(models_dir=tmp_path))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503
+        assert str(weights) in ready.json()["refused"]["odenet"]
+        assert "odenet" in c.get("/models").json()["refused"]
+        assert post(c, model="odenet", beats=[BEAT]).status_code == 422
+        assert post(c, model="resnet", beats=[BEAT]).status_code == 200
