@@ -15,10 +15,10 @@ lane() {
 }
 lane "odenet --model odenet --preset conv --split intra" \
      "odenet-ds1 --model odenet --preset conv --split inter" \
-     "reference-odenet --model odenet --preset reference --split intra" \
-     "reference-odenet-ds1 --model odenet --preset reference --split inter" &
+     "reference-odenet --model odenet --preset reference-cosine --split intra" \
+     "reference-odenet-ds1 --model odenet --preset reference-cosine --split inter" &
 lane "resnet --model resnet --preset conv --split intra" \
      "resnet-ds1 --model resnet --preset conv --split inter" \
-     "reference-resnet --model resnet --preset reference --split intra" \
-     "reference-resnet-ds1 --model resnet --preset reference --split inter" &
+     "reference-resnet --model resnet --preset reference-cosine --split intra" \
+     "reference-resnet-ds1 --model resnet --preset reference-cosine --split inter" &
 wait

@@ -40,6 +40,7 @@ def write_artefact(model: BeatClassifier, card: dict, folder: Path, figures: dic
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
+    (folder / WEIGHTS).chmod(0o644)  # safetensors writes 0600; the service may run as another user
     files = [WEIGHTS]
     if not model.is_ode:
         export_onnx(model, folder / ONNX)
