@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,32 +12,12 @@ import httpx
 import pytest
 import yaml
 
-from conftest import MODELS, ROOT
+from conftest import MODELS, ROOT, free_port, wait_ready
 
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ecg-service.json"
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus server not installed (Debian: prometheus)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{process.args[0]} exited: {process.stdout.read()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} not ready within {seconds} s")
 
 
 def panel_queries() -> list[tuple[str, str]]:
@@ -71,8 +50,8 @@ def stack(tmp_path_factory, fixture_beats):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         api_url, prom_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
-        wait_for(f"{api_url}/readyz", api)
-        wait_for(f"{prom_url}/-/ready", prometheus)
+        wait_ready(f"{api_url}/readyz", api)
+        wait_ready(f"{prom_url}/-/ready", prometheus)
         beats = fixture_beats.beats.tolist()
         for second in range(6):  # traffic spread over several scrapes, so rate() has two points
             for model in ("odenet", "resnet"):

@@ -2,36 +2,12 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
-import pytest
 
-from conftest import MODELS, ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(base: str, process: subprocess.Popen, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    pytest.fail(f"server not ready within {seconds} s")
+from conftest import MODELS, ROOT, free_port, wait_ready
 
 
 def test_ecg_serve_answers_over_http_and_logs_each_request_once(fixture_beats):
@@ -44,7 +20,7 @@ def test_ecg_serve_answers_over_http_and_logs_each_request_once(fixture_beats):
     base = f"http://127.0.0.1:{port}"
     beat = fixture_beats.beats[0].tolist()
     try:
-        wait_ready(base, process)
+        wait_ready(f"{base}/readyz", process)
         response = httpx.post(f"{base}/predict", json={"beats": fixture_beats.beats[:8].tolist()}, timeout=30)
         assert response.status_code == 200
         assert len(response.json()["predictions"]) == 8
