@@ -1,0 +1,96 @@
+"""Raw ECG strip -> R-peaks -> beats, for strips posted by clients.
+
+R-peaks come from wfdb's GQRS detector (chosen over XQRS on the MIT-BIH reference annotations: XQRS
+misses runs of ventricular beats; see README and scripts/evaluate-strips.py). Pan-Tompkins' T-wave
+rule then drops a detection that follows the previous one within 360 ms with less than half its QRS
+slope, and wfdb's correct_peaks moves each detection onto the QRS extremum, because training beats
+start exactly at the annotated R-peak. The beats are then cut by service.beats.extract_beats: the
+same code that built the training set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import butter, sosfiltfilt
+from wfdb import processing
+
+from service.beats import extract_beats
+
+MIN_SECONDS = 10.0
+MAX_SECONDS = 60 * 60.0
+MIN_FS = 100.0
+MAX_FS = 1000.0
+FLAT_MV = 0.05  # a strip whose peak-to-peak amplitude is below this carries no ECG
+PEAK_SEARCH_SECONDS = 0.05  # radius for moving a detection onto the QRS extremum
+T_WAVE_SECONDS = 0.36  # Pan & Tompkins 1985: a candidate this close to a QRS may be its T wave
+T_WAVE_SLOPE_RATIO = 0.5  # ... and is one if its slope is under half the QRS's
+
+
+class StripError(ValueError):
+    """A strip that cannot be analysed; `field` names the part of the request at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class StripBeats:
+    peaks: np.ndarray  # R-peak sample indices at the strip's own sampling rate
+    beats: np.ndarray  # (n, 187) in the training format
+    reason: str | None  # why no beats were found, when none were
+
+
+def check_strip(signal: np.ndarray, fs: float, field: str = "signal") -> None:
+    """Reject what no detector should be fed: wrong rate, too short or long, NaN, flat line."""
+    if not MIN_FS <= fs <= MAX_FS:
+        raise StripError("sampling_rate", f"sampling rate {fs:g} Hz is outside [{MIN_FS:g}, {MAX_FS:g}] Hz")
+    seconds = signal.size / fs
+    if seconds < MIN_SECONDS:
+        raise StripError(field, f"strip lasts {seconds:.1f} s; at least {MIN_SECONDS:g} s are needed")
+    if seconds > MAX_SECONDS:
+        raise StripError(field, f"strip lasts {seconds:.0f} s; at most {MAX_SECONDS:g} s are accepted")
+    if not np.all(np.isfinite(signal)):
+        raise StripError(field, "strip contains NaN or infinite samples")
+    if np.ptp(signal) < FLAT_MV:
+        raise StripError(field, f"flat line: peak-to-peak amplitude {np.ptp(signal):.3g} mV < {FLAT_MV} mV")
+
+
+def reject_t_waves(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
+    """Drop detections that are T waves by Pan-Tompkins' rule (close after a QRS, half its slope)."""
+    if peaks.size < 2:
+        return peaks
+    slope = np.abs(np.gradient(sosfiltfilt(butter(2, [5, 15], btype="bandpass", fs=fs, output="sos"), signal)))
+    half = int(round(0.075 * fs))
+    peak_slope = np.array([slope[max(p - half, 0):p + half + 1].max() for p in peaks])
+    keep = [0]
+    for i in range(1, peaks.size):
+        last = keep[-1]
+        if peaks[i] - peaks[last] < T_WAVE_SECONDS * fs and peak_slope[i] < T_WAVE_SLOPE_RATIO * peak_slope[last]:
+            continue
+        keep.append(i)
+    return peaks[keep]
+
+
+def detect_r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
+    """R-peak sample indices: GQRS, T-wave rejection, then snapped to the QRS extremum."""
+    detected = np.asarray(processing.gqrs_detect(sig=signal, fs=fs), dtype=np.int64)
+    if detected.size == 0:
+        return detected
+    detected = reject_t_waves(signal, fs, detected)
+    radius = max(1, int(round(PEAK_SEARCH_SECONDS * fs)))
+    corrected = processing.correct_peaks(signal, detected, search_radius=radius,
+                                         smooth_window_size=max(3, int(round(0.15 * fs))), peak_dir="compare")
+    return np.unique(np.clip(corrected, 0, signal.size - 1).astype(np.int64))
+
+
+def strip_beats(signal_mv: np.ndarray, fs: float, field: str = "signal") -> StripBeats:
+    """Validate a strip in mV, find its R-peaks and cut its beats."""
+    signal = np.asarray(signal_mv, dtype=np.float64)
+    check_strip(signal, fs, field)
+    peaks = detect_r_peaks(signal, fs)
+    if peaks.size == 0:
+        return StripBeats(peaks, np.zeros((0, 187), dtype=np.float32), "no QRS complexes detected")
+    return StripBeats(peaks, extract_beats(signal, fs, peaks), None)
