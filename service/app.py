@@ -6,11 +6,10 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import numpy as np
 import torch
-from typing import Annotated
-
 from fastapi import Body, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -19,15 +18,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.beats import CLASSES
 from service.metrics import ServiceMetrics
-from service.networks import FIXED_STEP_METHODS, SolverConfig, SolverStepLimitError
 from service.formats import Lead, read_fhir, read_wfdb
+from service.networks import FIXED_STEP_METHODS, SolverConfig, SolverStepLimitError
 from service.registry import LoadedModel, ModelRegistry
 from service.schemas import (
     BeatPrediction, PredictRequest, PredictResponse, SolverReport, SolverRequest, StripBeat, StripRequest,
     StripResponse, StripSummary, UploadOptions,
 )
-from service.strips import StripError, strip_beats
 from service.settings import Settings
+from service.strips import StripError, strip_beats
 
 log = logging.getLogger("service.requests")
 MAX_ERRORS = 20

@@ -186,3 +186,11 @@ def test_tampered_weights_refuse_that_model_by_file_name(tmp_path, fixture_beats
         assert "odenet" in c.get("/models").json()["refused"]
         assert post(c, model="odenet", beats=[BEAT]).status_code == 422
         assert post(c, model="resnet", beats=[BEAT]).status_code == 200
+
+
+def test_a_solve_over_its_step_budget_is_a_422_naming_the_cause(fixture_beats):
+    with TestClient(create_app(Settings(models_dir=MODELS, max_num_steps=2))) as c:
+        response = post(c, beats=fixture_beats.beats[:4].tolist(), solver={"rtol": 1e-6, "atol": 1e-6})
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "solver"] and "more than 2 steps" in error["msg"]
