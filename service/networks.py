@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torchdiffeq import odeint
+from torchdiffeq import odeint, odeint_adjoint
 
 from service.beats import BEAT_LENGTH, CLASSES
 
@@ -93,20 +93,12 @@ class ODEBody(nn.Module):
             options = {"step_size": cfg.step_size or 0.25}
         else:
             options = {"norm": per_beat_rms_norm, "max_num_steps": cfg.max_num_steps}
+        integrate, extra = odeint, {}
         if self.adjoint and self.training:
-            from torchdiffeq import odeint_adjoint
-
-            solve = lambda: odeint_adjoint(  # noqa: E731
-                self.dynamics, h, self.span, rtol=cfg.rtol, atol=cfg.atol, method=cfg.method,
-                options=options, adjoint_options={"norm": "seminorm"},
-            )
-        else:
-            solve = lambda: odeint(  # noqa: E731
-                self.dynamics, h, self.span, rtol=cfg.rtol, atol=cfg.atol, method=cfg.method,
-                options=options,
-            )
+            integrate, extra = odeint_adjoint, {"adjoint_options": {"norm": "seminorm"}}
         try:
-            return solve()[-1]
+            return integrate(self.dynamics, h, self.span, rtol=cfg.rtol, atol=cfg.atol, method=cfg.method,
+                             options=options, **extra)[-1]
         except AssertionError as err:  # torchdiffeq signals an exhausted step budget this way
             if "max_num_steps" in str(err):
                 raise SolverStepLimitError(
