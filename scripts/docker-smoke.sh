@@ -65,6 +65,7 @@ say "POST real beats (N, V, F from record 208) to 127.0.0.1:$port"
 answer=$(curl -sf "http://127.0.0.1:$port/predict" -H 'content-type: application/json' -d @examples/request.json)
 labels=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(" ".join(p["label"] for p in json.load(sys.stdin)["predictions"]))')
 [ "$labels" = "N V F" ] || { echo "unexpected labels: $labels ($answer)"; exit 1; }
-curl -sf "http://127.0.0.1:$port/metrics" | grep -q 'ecg_beats_classified_total{label="V",model="odenet"} 1.0' \
+metrics=$(curl -sf "http://127.0.0.1:$port/metrics")  # whole body first: grep -q would cut curl off
+grep -q 'ecg_beats_classified_total{label="V",model="odenet"} 1.0' <<<"$metrics" \
   || { echo "metrics do not count the beats"; exit 1; }
 say "image $image: healthy, non-root, labels '$labels', metrics counted; $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
