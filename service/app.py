@@ -46,6 +46,13 @@ def invalid(loc: tuple, message: str, value=None) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message, "input": value}])
 
 
+def strip_invalid(err: StripError, samples_loc: tuple) -> RequestValidationError:
+    """Where a strip's problem lies: `lead` is a query parameter, the samples are at `samples_loc`."""
+    if err.field == "lead":
+        return invalid(("query", "lead"), str(err))
+    return invalid(samples_loc if err.field == "signal" else ("body", err.field), str(err))
+
+
 def _printable(value) -> bool:
     """Echo back only short, JSON-safe inputs: never NaN/inf, never a whole beat array."""
     if isinstance(value, float):
@@ -153,8 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise invalid(where, f"unknown model {name!r}; available: {', '.join(sorted(registry.models))}", name)
         return loaded
 
-    async def classify(loaded: LoadedModel, beats: np.ndarray, solver: SolverConfig | None,
-                       request: Request) -> tuple[np.ndarray, int | None, float]:
+    async def classify(loaded: LoadedModel, beats: np.ndarray, solver: SolverConfig | None, request: Request,
+                       solver_loc: tuple = ("body", "solver")) -> tuple[np.ndarray, int | None, float]:
         """Probabilities of `beats` in chunks of at most max_beats_per_request; total NFE; seconds."""
         probabilities, nfe, seconds = [], 0, 0.0
         for start in range(0, len(beats), settings.max_beats_per_request):
@@ -162,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 result = await run_in_threadpool(loaded.predictor.predict, chunk, solver)
             except SolverStepLimitError as err:
-                raise invalid(("body", "solver"), f"{err}; loosen rtol/atol or use a fixed-step method") from err
+                raise invalid(solver_loc, f"{err}; loosen rtol/atol or use a fixed-step method") from err
             probabilities.append(result.probabilities)
             seconds += result.seconds
             metrics.inference_latency.labels(loaded.name).observe(result.seconds)
@@ -174,8 +181,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         labels = probabilities.argmax(axis=1)
         for index, count in zip(*np.unique(labels, return_counts=True)):
             metrics.beats.labels(loaded.name, CLASSES[index]).inc(int(count))
-        request.state.log = {"model": loaded.name, "beats": len(beats), "nfe": nfe if solver else None}
-        return probabilities, (nfe if solver else None), seconds
+        total_nfe = nfe if solver is not None else None
+        request.state.log = {"model": loaded.name, "beats": len(beats), "nfe": total_nfe}
+        return probabilities, total_nfe, seconds
 
     def solver_report(solver: SolverConfig | None, nfe: int | None) -> SolverReport | None:
         if solver is None:
@@ -206,13 +214,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     async def analyse(lead: Lead, loaded: LoadedModel, solver: SolverConfig | None, request: Request,
-                      field: tuple) -> StripResponse:
+                      samples_loc: tuple, solver_loc: tuple = ("body", "solver")) -> StripResponse:
         """Strip -> R-peaks -> beats (the training code) -> labels, with a summary."""
         try:
             found = await run_in_threadpool(strip_beats, lead.signal_mv, lead.fs)
         except StripError as err:
-            raise invalid((*field[:-1], err.field) if err.field != "signal" else field, str(err)) from None
-        probabilities, nfe, seconds = await classify(loaded, found.beats, solver, request)
+            raise strip_invalid(err, samples_loc) from None
+        probabilities, nfe, seconds = await classify(loaded, found.beats, solver, request, solver_loc)
         labels = probabilities.argmax(axis=1)
         rr = np.diff(found.peaks) / lead.fs
         return StripResponse(
@@ -254,8 +262,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lead = read_wfdb(await read_upload(header, MAX_HEADER_BYTES, "header"),
                              await read_upload(signal, MAX_SIGNAL_BYTES, "signal"), options.lead)
         except StripError as err:
-            raise invalid(("query" if err.field == "lead" else "body", err.field), str(err)) from None
-        return await analyse(lead, loaded, solver, request, ("body", "signal"))
+            raise strip_invalid(err, ("body", "signal")) from None
+        return await analyse(lead, loaded, solver, request, ("body", "signal"), ("query",))
 
     @app.post("/predict/fhir", response_model=StripResponse, tags=["classify"],
               responses={422: {"description": "malformed Observation, unknown lead, bad options"}})
@@ -268,8 +276,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             lead = read_fhir(observation, options.lead)
         except StripError as err:
-            raise invalid(("query" if err.field == "lead" else "body", err.field), str(err)) from None
-        return await analyse(lead, loaded, solver, request, ("body", "observation"))
+            raise strip_invalid(err, ("body", "observation")) from None
+        return await analyse(lead, loaded, solver, request, ("body", "observation"), ("query",))
 
     @app.get("/models", tags=["models"])
     async def models(registry: ModelRegistry = Depends(get_registry)) -> dict:

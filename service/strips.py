@@ -16,7 +16,7 @@ import numpy as np
 from scipy.signal import butter, sosfiltfilt
 from wfdb import processing
 
-from service.beats import extract_beats
+from service.beats import BEAT_LENGTH, extract_beats
 
 MIN_SECONDS = 10.0
 MAX_SECONDS = 60 * 60.0
@@ -43,19 +43,20 @@ class StripBeats:
     reason: str | None  # why no beats were found, when none were
 
 
-def check_strip(signal: np.ndarray, fs: float, field: str = "signal") -> None:
+def check_strip(signal: np.ndarray, fs: float) -> None:
     """Reject what no detector should be fed: wrong rate, too short or long, NaN, flat line."""
     if not MIN_FS <= fs <= MAX_FS:
         raise StripError("sampling_rate", f"sampling rate {fs:g} Hz is outside [{MIN_FS:g}, {MAX_FS:g}] Hz")
     seconds = signal.size / fs
     if seconds < MIN_SECONDS:
-        raise StripError(field, f"strip lasts {seconds:.1f} s; at least {MIN_SECONDS:g} s are needed")
+        raise StripError("signal", f"strip lasts {seconds:.1f} s; at least {MIN_SECONDS:g} s are needed")
     if seconds > MAX_SECONDS:
-        raise StripError(field, f"strip lasts {seconds:.0f} s; at most {MAX_SECONDS:g} s are accepted")
+        raise StripError("signal", f"strip lasts {seconds:.0f} s; at most {MAX_SECONDS:g} s are accepted")
     if not np.all(np.isfinite(signal)):
-        raise StripError(field, "strip contains NaN or infinite samples")
-    if np.ptp(signal) < FLAT_MV:
-        raise StripError(field, f"flat line: peak-to-peak amplitude {np.ptp(signal):.3g} mV < {FLAT_MV} mV")
+        raise StripError("signal", "strip contains NaN or infinite samples")
+    amplitude = np.ptp(signal)
+    if amplitude < FLAT_MV:
+        raise StripError("signal", f"flat line: peak-to-peak amplitude {amplitude:.3g} mV < {FLAT_MV} mV")
 
 
 def reject_t_waves(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
@@ -86,11 +87,11 @@ def detect_r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
     return np.unique(np.clip(corrected, 0, signal.size - 1).astype(np.int64))
 
 
-def strip_beats(signal_mv: np.ndarray, fs: float, field: str = "signal") -> StripBeats:
+def strip_beats(signal_mv: np.ndarray, fs: float) -> StripBeats:
     """Validate a strip in mV, find its R-peaks and cut its beats."""
     signal = np.asarray(signal_mv, dtype=np.float64)
-    check_strip(signal, fs, field)
+    check_strip(signal, fs)
     peaks = detect_r_peaks(signal, fs)
     if peaks.size == 0:
-        return StripBeats(peaks, np.zeros((0, 187), dtype=np.float32), "no QRS complexes detected")
+        return StripBeats(peaks, np.zeros((0, BEAT_LENGTH), dtype=np.float32), "no QRS complexes detected")
     return StripBeats(peaks, extract_beats(signal, fs, peaks), None)
