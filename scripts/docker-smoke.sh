@@ -4,8 +4,9 @@
 #   2. makes a local Python 3.11 base image without any registry (debootstrap Debian bookworm + python3,
 #      then docker import), unless it exists already;
 #   3. collects a wheelhouse of the service's dependencies and builds the image from it (--no-index);
-#   4. runs the image, waits for its HEALTHCHECK to report healthy, POSTs real MIT-BIH beats, checks the
-#      labels and /metrics, and cleans up. Needs root, docker.io and debootstrap (Debian packages).
+#   4. runs the image, waits for its HEALTHCHECK to report healthy, POSTs real MIT-BIH beats and a WFDB
+#      record (the strip worker and the context model), checks the labels and /metrics, and cleans up.
+#      Needs root, docker.io and debootstrap (Debian packages).
 # Usage: scripts/docker-smoke.sh            (MIRROR=... to choose the Debian mirror)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,4 +69,12 @@ labels=$(printf '%s' "$answer" | python3 -c 'import json,sys; print(" ".join(p["
 metrics=$(curl -sf "http://127.0.0.1:$port/metrics")  # whole body first: grep -q would cut curl off
 grep -q 'ecg_beats_classified_total{label="V",model="odenet"} 1.0' <<<"$metrics" \
   || { echo "metrics do not count the beats"; exit 1; }
-say "image $image: healthy, non-root, labels '$labels', metrics counted; $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
+
+say "POST a WFDB record (2 minutes of record 208) to /predict/wfdb"
+strip=$(curl -sf "http://127.0.0.1:$port/predict/wfdb" -F header=@tests/fixtures/mitdb/208.hea \
+        -F signal=@tests/fixtures/mitdb/208.dat)
+summary=$(printf '%s' "$strip" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(b["model"], b["summary"]["n_beats"], b["summary"]["counts"]["V"])')
+read -r strip_model strip_beats strip_v <<<"$summary"
+[ "$strip_model" = context-odenet ] && [ "$strip_beats" -gt 150 ] && [ "$strip_v" -gt 30 ] \
+  || { echo "unexpected strip answer: $summary"; exit 1; }
+say "image $image: healthy, non-root, labels '$labels', strip: $strip_beats beats ($strip_v V) by $strip_model, metrics counted; $(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"

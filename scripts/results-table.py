@@ -8,34 +8,84 @@ from pathlib import Path
 models = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
 cards = {p.parent.name: json.loads(p.read_text()) for p in sorted(models.glob("*/card.json"))}
 CLASSES = ("N", "S", "V", "F", "Q")
+# Published inter-patient results (DS1 -> DS2), Se / +P in %.
+ANCHORS = [("de Chazal et al. 2004", "75.9 / 38.5", "77.7 / 81.9"),
+           ("Llamedo and Martinez 2011", "77 / 39", "81 / 87"),
+           ("Zhang et al. 2014", "79.1 / 36.0", "85.5 / 92.8")]
 
 
 def pct(x):
-    return f"{100 * x:.2f}"
+    return f"{100 * x:.1f}"
 
 
-print("| model | trained on | tested on | accuracy % | macro-F1 | " + " | ".join(f"{c} Se / +P" for c in CLASSES)
-      + " | train wall time |")
-print("|---|---|---|---:|---:|" + "---:|" * len(CLASSES) + "---:|")
-for name, card in cards.items():
-    for key, m in card["metrics"].items():
-        per = m["per_class"]
-        cells = [f"{pct(per[c]['recall'])} / {pct(per[c]['precision'])}" if per[c]["support"] else "-"
-                 for c in CLASSES]
+def se_ppv(m, c):
+    per = m["per_class"][c]
+    return f"{pct(per['recall'])} / {pct(per['precision'])}" if per["support"] else "-"
+
+
+def inter_patient() -> None:
+    print("| model | input | DS2 records | N Se / +P | S Se / +P | V Se / +P | F Se / +P | macro-F1 (N, S, V, F) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for name, card in cards.items():
+        for key, records in (("inter_DS2", "all 22"), ("inter_DS2_without_232", "without 232")):
+            m = card["metrics"].get(key)
+            if m is None:
+                continue
+            f1 = sum(m["per_class"][c]["f1"] for c in "NSVF") / 4
+            print(f"| `{name}` | {card['input'].get('kind', 'beat')} | {records} | "
+                  + " | ".join(se_ppv(m, c) for c in "NSVF") + f" | {f1:.3f} |")
+    for source, s, v in ANCHORS:
+        print(f"| {source} (published) | features | all 22 | - | {s} | {v} | - | - |")
+
+
+def selection() -> None:
+    card = next((c for c in cards.values() if "selection" in c), None)
+    if card is None:
+        return
+    print(f"\n{card['selection']['protocol']}; score: {card['selection']['score']}.\n")
+    print("| candidate | body | settings | seed | score | N Se | S Se / +P | V Se / +P |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for c in card["selection"]["candidates"]:
+        s = c["clean"]
+        settings = ", ".join(o for o in c["overrides"]) or "preset"
+        print(f"| {c['name']} | {c['model']} | {settings} | {c['seed']} | {s['score']:.3f} | {pct(s['N']['se'])} | "
+              f"{pct(s['S']['se'])} / {pct(s['S']['ppv'])} | {pct(s['V']['se'])} / {pct(s['V']['ppv'])} |")
+
+
+def other_splits() -> None:
+    print("\n| model | trained on | tested on | accuracy % | macro-F1 | "
+          + " | ".join(f"{c} Se / +P" for c in CLASSES) + " | train wall time |")
+    print("|---|---|---|---:|---:|" + "---:|" * len(CLASSES) + "---:|")
+    for name, card in cards.items():
         t = card["training"]
-        print(f"| `{name}` | {'80 % of all beats' if t['split'] == 'intra' else 'DS1'} | "
-              f"{'20 % of all beats' if key == 'intra_test' else 'DS2'} | {pct(m['accuracy'])} | "
-              f"{m['macro_f1']:.4f} | " + " | ".join(cells) + f" | {t['wall_time_s'] / 60:.1f} min |")
+        for key, m in card["metrics"].items():
+            if key == "inter_DS2_without_232":
+                continue
+            trained = {"intra": "80 % of all beats", "inter": "DS1", "all": "DS1 + DS2 (44 records)"}[t["split"]]
+            tested = {"intra_test": "20 % of all beats", "inter_DS2": "DS2",
+                      "training_records_fit": "its own training records (fit, not a test)"}[key]
+            print(f"| `{name}` | {trained} | {tested} | {pct(m['accuracy'])} | {m['macro_f1']:.4f} | "
+                  + " | ".join(se_ppv(m, c) for c in CLASSES) + f" | {t['wall_time_s'] / 60:.1f} min |")
 
-print()
-for name, card in cards.items():
-    sweep = card.get("nfe_vs_tolerance")
-    if not sweep:
-        continue
-    print(f"`{name}` ({'intra-patient test' if card['training']['split'] == 'intra' else 'DS2'}, dopri5):\n")
-    print("| rtol = atol | accuracy % | macro-F1 | NFE per beat, mean (max) | NFE per batch of 1024, mean |")
-    print("|---:|---:|---:|---:|---:|")
-    for r in sweep:
-        print(f"| {r['rtol']:g} | {pct(r['accuracy'])} | {r['macro_f1']:.4f} | "
-              f"{r['nfe_single_beat_mean']:.1f} ({r['nfe_single_beat_max']}) | {r['nfe_batch_1024_mean']:.1f} |")
-    print()
+
+def sweeps() -> None:
+    for name, card in cards.items():
+        sweep = card.get("nfe_vs_tolerance")
+        if not sweep:
+            continue
+        split = card["training"]["split"]
+        print(f"\n`{name}` ({'intra-patient test' if split == 'intra' else 'DS2'}, dopri5, each beat solved on its own):\n")
+        print("| rtol = atol | accuracy % | macro-F1 | NFE per beat, mean (max) |")
+        print("|---:|---:|---:|---:|")
+        for r in sweep:
+            print(f"| {r['rtol']:g} | {100 * r['accuracy']:.2f} | {r['macro_f1']:.4f} | "
+                  f"{r['nfe_per_beat_mean']:.1f} ({r['nfe_per_beat_max']}) |")
+
+
+print("## Inter-patient (DS1 -> DS2)\n")
+inter_patient()
+print("\n## Cross-validation inside DS1 (the selection)")
+selection()
+print("\n## Every card")
+other_splits()
+sweeps()

@@ -35,12 +35,13 @@ AAMI_GROUPS = {
 }
 
 
-def resample(signal: np.ndarray, fs: float, target_fs: int = BEAT_FS) -> np.ndarray:
-    """Polyphase resampling (anti-aliased), exact for rational rate ratios such as 125/360."""
+def resample(signal: np.ndarray, fs: float, target_fs: int = BEAT_FS, padtype: str = "constant") -> np.ndarray:
+    """Polyphase resampling (anti-aliased), exact for rational rate ratios such as 125/360.
+    `padtype` is what scipy assumes beyond the ends ("constant": zeros)."""
     ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
     if ratio == 1:
         return np.asarray(signal, dtype=np.float64)
-    return resample_poly(np.asarray(signal, dtype=np.float64), ratio.numerator, ratio.denominator)
+    return resample_poly(np.asarray(signal, dtype=np.float64), ratio.numerator, ratio.denominator, padtype=padtype)
 
 
 def rescale_positions(samples: np.ndarray, fs: float, target_fs: int = BEAT_FS) -> np.ndarray:

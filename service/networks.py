@@ -14,12 +14,17 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from service.beats import BEAT_LENGTH, CLASSES
+from service.context import CONTEXT_INPUT, RR_FEATURES, WINDOW_LENGTH
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 
 
-class SolverStepLimitError(RuntimeError):
+class SolverError(RuntimeError):
+    """A solve that cannot give an answer for this input and these settings."""
+
+
+class SolverStepLimitError(SolverError):
     """An adaptive solve needed more steps than allowed: the tolerance is too tight for this input."""
 
 
@@ -128,19 +133,50 @@ def mlp_encoder(width: int) -> nn.Module:
     )
 
 
-def conv_encoder(width: int, channels: int = 32, dropout: float = 0.1) -> nn.Module:
-    """1-D convolutional encoder: three conv/pool stages keep the wave's timing, then 64 features."""
-    stages, in_ch, length = [], 1, BEAT_LENGTH
+def conv_stages(length: int, channels: int, inputs: int = 1) -> tuple[list[nn.Module], int]:
+    """Three conv/batch-norm/ReLU/max-pool stages over `inputs` channels of `length` samples; they
+    keep the wave's timing. Returns the layers (ending in a flatten) and the number of features."""
+    stages, in_ch = [nn.Unflatten(1, (inputs, length))], inputs
     for out_ch, kernel in ((channels, 7), (2 * channels, 5), (2 * channels, 5)):
         stages += [
             nn.Conv1d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
             nn.BatchNorm1d(out_ch), nn.ReLU(), nn.MaxPool1d(2),
         ]
         in_ch, length = out_ch, length // 2
-    return nn.Sequential(
-        nn.Unflatten(1, (1, BEAT_LENGTH)), *stages, nn.Flatten(), nn.Dropout(dropout),
-        nn.Linear(in_ch * length, width),
-    )
+    return [*stages, nn.Flatten()], in_ch * length
+
+
+def conv_encoder(width: int, channels: int = 32, dropout: float = 0.1) -> nn.Module:
+    """1-D convolutional encoder of a 187-sample beat, then 64 features."""
+    stages, features = conv_stages(BEAT_LENGTH, channels)
+    return nn.Sequential(*stages, nn.Dropout(dropout), nn.Linear(features, width))
+
+
+WAVES = ("window+template", "difference+template", "window+difference", "window")
+
+
+class ContextEncoder(nn.Module):
+    """A context beat (service.context): conv stages over two waves (by default the window and the
+    patient's template; `waves` may swap one for their difference), a small layer over the RR
+    features, fused into the 64-dim state. Input: (n, CONTEXT_INPUT) = window, template, RR
+    features, one array for every backend."""
+
+    def __init__(self, width: int, channels: int = 16, rr_width: int = 16, dropout: float = 0.1,
+                 waves: str = WAVES[0]):
+        super().__init__()
+        if waves not in WAVES:
+            raise ValueError(f"unknown waves {waves!r}; choose from {WAVES}")
+        self.waves = waves
+        stages, features = conv_stages(WINDOW_LENGTH, channels, waves.count("+") + 1)
+        self.window = nn.Sequential(*stages)
+        self.rr = nn.Sequential(nn.Linear(len(RR_FEATURES), rr_width), nn.ReLU())
+        self.fuse = nn.Sequential(nn.Dropout(dropout), nn.Linear(features + rr_width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window, template, rr = x[:, :WINDOW_LENGTH], x[:, WINDOW_LENGTH:2 * WINDOW_LENGTH], x[:, 2 * WINDOW_LENGTH:]
+        named = {"window": window, "template": template, "difference": window - template}
+        waves = torch.cat([named[w] for w in self.waves.split("+")], dim=1)
+        return self.fuse(torch.cat([self.window(waves), self.rr(rr)], dim=1))
 
 
 @dataclass(frozen=True)
@@ -148,13 +184,24 @@ class Architecture:
     """Everything needed to rebuild a network; stored in each artefact's card."""
 
     body: str  # "resnet" or "odenet"
-    encoder: str = "mlp"  # "mlp" (reference) or "conv"
+    encoder: str = "mlp"  # "mlp" (reference), "conv" (187-sample beats) or "context" (context beats)
     width: int = 64
     blocks: int = 6  # residual blocks of the ResNet body
-    channels: int = 32  # conv encoder only
-    dropout: float = 0.1  # conv encoder only
+    channels: int = 32  # conv and context encoders only
+    dropout: float = 0.1  # conv and context encoders only
     adjoint: bool = False  # ODE-Net training only
+    waves: str = WAVES[0]  # context encoder: which waves the convolutions read
     classes: tuple[str, ...] = field(default=CLASSES)
+
+    @property
+    def input_kind(self) -> str:
+        """"beat": 187-sample beats (service.beats); "context": context beats (service.context)."""
+        return "context" if self.encoder == "context" else "beat"
+
+    @property
+    def input_size(self) -> int:
+        """Numbers per beat the network reads."""
+        return CONTEXT_INPUT if self.input_kind == "context" else BEAT_LENGTH
 
     def as_dict(self) -> dict:
         return {**asdict(self), "classes": list(self.classes)}
@@ -174,6 +221,8 @@ class BeatClassifier(nn.Module):
             self.encoder = mlp_encoder(arch.width)
         elif arch.encoder == "conv":
             self.encoder = conv_encoder(arch.width, arch.channels, arch.dropout)
+        elif arch.encoder == "context":
+            self.encoder = ContextEncoder(arch.width, arch.channels, dropout=arch.dropout, waves=arch.waves)
         else:
             raise ValueError(f"unknown encoder {arch.encoder!r}")
         if arch.body == "resnet":

@@ -5,7 +5,8 @@ misses runs of ventricular beats; see README and scripts/evaluate-strips.py). Pa
 rule then drops a detection that follows the previous one within 360 ms with less than half its QRS
 slope, and wfdb's correct_peaks moves each detection onto the QRS extremum, because training beats
 start exactly at the annotated R-peak. The beats are then cut by service.beats.extract_beats: the
-same code that built the training set.
+same code that built the training set, in the format the chosen model reads: 187-sample beats
+(service.beats) or context beats (service.context).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from scipy.signal import butter, sosfiltfilt
 from wfdb import processing
 
-from service.beats import BEAT_LENGTH, extract_beats
+from service.beats import extract_beats
+from service.context import context_beats, network_input
 
 MIN_SECONDS = 10.0
 MAX_SECONDS = 60 * 60.0
@@ -26,6 +28,7 @@ FLAT_MV = 0.05  # a strip whose peak-to-peak amplitude is below this carries no 
 PEAK_SEARCH_SECONDS = 0.05  # radius for moving a detection onto the QRS extremum
 T_WAVE_SECONDS = 0.36  # Pan & Tompkins 1985: a candidate this close to a QRS may be its T wave
 T_WAVE_SLOPE_RATIO = 0.5  # ... and is one if its slope is under half the QRS's
+BAND_LIMIT_HZ = 40.0  # R-peaks are placed on the lead low-passed to this (below 100 Hz's Nyquist)
 
 
 class StripError(ValueError):
@@ -39,7 +42,7 @@ class StripError(ValueError):
 @dataclass(frozen=True)
 class StripBeats:
     peaks: np.ndarray  # R-peak sample indices at the strip's own sampling rate
-    beats: np.ndarray  # (n, 187) in the training format
+    beats: np.ndarray  # (n, input size): the model's input format
     reason: str | None  # why no beats were found, when none were
 
 
@@ -82,16 +85,25 @@ def detect_r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
         return detected
     detected = reject_t_waves(signal, fs, detected)
     radius = max(1, int(round(PEAK_SEARCH_SECONDS * fs)))
-    corrected = processing.correct_peaks(signal, detected, search_radius=radius,
+    # Snap onto the extremum of the lead limited to 40 Hz, the band every accepted rate carries, so
+    # the same beat lands on the same wave (R or S of a biphasic QRS) at 128 Hz as at 1000 Hz.
+    banded = sosfiltfilt(butter(4, BAND_LIMIT_HZ, btype="lowpass", fs=fs, output="sos"), signal)
+    corrected = processing.correct_peaks(banded, detected, search_radius=radius,
                                          smooth_window_size=max(3, int(round(0.15 * fs))), peak_dir="compare")
     return np.unique(np.clip(corrected, 0, signal.size - 1).astype(np.int64))
 
 
-def strip_beats(signal_mv: np.ndarray, fs: float) -> StripBeats:
-    """Validate a strip in mV, find its R-peaks and cut its beats."""
+def beats_of(signal_mv: np.ndarray, fs: float, peaks: np.ndarray, kind: str) -> np.ndarray:
+    """The network inputs of a lead's beats: "beat" (187 samples) or "context" (context beats)."""
+    if kind == "context":
+        return network_input(context_beats(signal_mv, fs, peaks))
+    return extract_beats(signal_mv, fs, peaks)
+
+
+def strip_beats(signal_mv: np.ndarray, fs: float, kind: str = "beat") -> StripBeats:
+    """Validate a strip in mV, find its R-peaks and cut its beats in the `kind` format."""
     signal = np.asarray(signal_mv, dtype=np.float64)
     check_strip(signal, fs)
     peaks = detect_r_peaks(signal, fs)
-    if peaks.size == 0:
-        return StripBeats(peaks, np.zeros((0, BEAT_LENGTH), dtype=np.float32), "no QRS complexes detected")
-    return StripBeats(peaks, extract_beats(signal, fs, peaks), None)
+    reason = None if peaks.size else "no QRS complexes detected"
+    return StripBeats(peaks, beats_of(signal, fs, peaks, kind), reason)

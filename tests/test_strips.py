@@ -65,31 +65,44 @@ def test_strip_beats_match_the_reference_annotations(client, record_100, fixture
     assert body["solver"]["nfe"] > 0 and body["reason"] is None
 
 
-def share_of_same_beats(a, b, tolerance_s=0.020) -> float:
-    """Share of a's beats that b also has, R-peak within 20 ms and with the same label."""
+def share_of_same_beats(a, b, same_beat_s=0.150) -> float:
+    """Share of a's beats that b also has with the same label: the same heartbeat is a detection
+    within 150 ms, ANSI/AAMI EC57's matching window. The R-peak itself is placed within 20 ms for
+    at least 95 % of them (a biphasic QRS may be marked on its R at one rate, its S at another)."""
     tb = np.array([x["time_s"] for x in b["beats"]])
-    same = 0
+    same, placed = 0, 0
     for beat in a["beats"]:
         nearest = np.abs(tb - beat["time_s"]).argmin()
-        same += abs(tb[nearest] - beat["time_s"]) <= tolerance_s and b["beats"][nearest]["label"] == beat["label"]
-    assert abs(len(a["beats"]) - len(b["beats"])) <= 0.01 * len(a["beats"])
+        distance = abs(tb[nearest] - beat["time_s"])
+        same += distance <= same_beat_s and b["beats"][nearest]["label"] == beat["label"]
+        placed += distance <= 0.020
+    assert abs(len(a["beats"]) - len(b["beats"])) <= 0.02 * len(a["beats"])
+    assert placed >= 0.95 * len(a["beats"])
     return same / len(a["beats"])
 
 
-@pytest.mark.parametrize("fs,up,down", [(250, 25, 36), (500, 25, 18)])
-def test_resampled_strip_gives_the_same_beats_and_labels(client, record_100, fs, up, down):
-    native = strip(client, mv(record_100), 360).json()
-    resampled = strip(client, resample_poly(mv(record_100), up, down), fs).json()
-    assert share_of_same_beats(native, resampled) >= 0.99
+RATES = [(128, 16, 45), (250, 25, 36), (500, 25, 18)]  # from 360 Hz: fs = 360 * up / down
 
 
-@pytest.mark.parametrize("fs,up,down", [(250, 25, 36), (500, 25, 18)])
-def test_whole_record_100_at_other_rates(client, mitdb_dir, fs, up, down):
-    record = wfdb.rdrecord(str(mitdb_dir / "100"), physical=False)
+@pytest.mark.parametrize("record", ["100", "208"])
+@pytest.mark.parametrize("fs,up,down", RATES)
+def test_resampled_strip_gives_the_same_beats_and_labels(client, fixture_dir, record, fs, up, down):
+    """The same two minutes recorded at another rate: the context model (the strips' default) gives
+    the same beats and labels for at least 98 % of them (record 208: many V and F beats)."""
+    signal = mv(wfdb.rdrecord(str(fixture_dir / record), physical=False))
+    native = strip(client, signal, 360).json()
+    assert native["model"] == "context-odenet"
+    resampled = strip(client, resample_poly(signal, up, down), fs).json()
+    assert share_of_same_beats(native, resampled) >= 0.98
+
+
+@pytest.mark.parametrize("fs,up,down", RATES)
+def test_whole_record_208_at_other_rates(client, mitdb_dir, fs, up, down):
+    record = wfdb.rdrecord(str(mitdb_dir / "208"), physical=False)
     native = strip(client, mv(record), 360).json()
-    assert native["summary"]["n_beats"] >= 2270
+    assert native["summary"]["n_beats"] >= 2900
     resampled = strip(client, resample_poly(mv(record), up, down), fs).json()
-    assert share_of_same_beats(native, resampled) >= 0.99
+    assert share_of_same_beats(native, resampled) >= 0.98
 
 
 def test_json_wfdb_and_fhir_give_the_same_answer(client, record_100, fixture_dir):

@@ -1,7 +1,7 @@
-"""MIT-BIH records -> labelled beats, and the two evaluation splits.
+"""MIT-BIH records -> labelled beats, and the evaluation splits.
 
-Beats come from `service.beats`, the code the service runs on posted strips, so training and
-serving see identically prepared inputs.
+Beats come from `service.beats` (187-sample beats) or `service.context` (context beats), the code
+the service runs on posted strips, so training and serving see identically prepared inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import wfdb
 from sklearn.model_selection import train_test_split
 
 from service.beats import AAMI_GROUPS, CLASSES, extract_beats
+from service.context import context_beats, network_input
+from training.augment import Augmentation, augmented_context
 
 RECORDS = (
     "100", "101", "102", "103", "104", "105", "106", "107", "108", "109", "111", "112",
@@ -35,52 +37,105 @@ DS2 = (
 )
 PACED = ("102", "104", "107", "217")
 LEAD = "MLII"
-SPLITS = ("intra", "inter")
+SPLITS = ("intra", "inter", "all")
+INPUTS = ("beat", "context")  # 187-sample beats (service.beats) or context beats (service.context)
 INTRA_TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
 class BeatSet:
-    """Beats (n, 187) float32, AAMI class indices, and where each beat came from."""
+    """Network inputs (n, d) float32, AAMI class indices, and where each beat came from.
+
+    `views`, where present, holds (v, n, d) more inputs of the same beats from augmented
+    recordings (training.augment); training draws one of the v + 1 versions of a beat each epoch.
+    """
 
     beats: np.ndarray
     labels: np.ndarray
     records: np.ndarray
     samples: np.ndarray  # R-peak sample index in the 360 Hz record
+    views: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.size)
 
     def subset(self, index: np.ndarray) -> "BeatSet":
-        return BeatSet(self.beats[index], self.labels[index], self.records[index], self.samples[index])
+        views = None if self.views is None else self.views[:, index]
+        return BeatSet(self.beats[index], self.labels[index], self.records[index], self.samples[index], views)
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(CLASSES))
         return {name: int(n) for name, n in zip(CLASSES, counts)}
 
+    def without_views(self) -> "BeatSet":
+        return BeatSet(self.beats, self.labels, self.records, self.samples)
 
-def record_beats(folder: str | Path, record: str) -> BeatSet:
-    """All AAMI beats of one record, cut from its MLII lead (the first channel where MLII is absent)."""
+    @classmethod
+    def concatenate(cls, sets: list["BeatSet"]) -> "BeatSet":
+        views = None if sets[0].views is None else np.concatenate([s.views for s in sets], axis=1)
+        return cls(*(np.concatenate([getattr(s, f) for s in sets]) for f in ("beats", "labels", "records", "samples")),
+                   views=views)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One lead of a record (mV) with its annotated beats."""
+
+    name: str
+    signal: np.ndarray
+    fs: float
+    samples: np.ndarray  # annotated R-peaks, sample indices
+    labels: np.ndarray  # AAMI class indices
+
+
+def read_record(folder: str | Path, record: str) -> Recording:
+    """The MLII lead (the first channel where MLII is absent) and every AAMI beat of a record."""
     path = str(Path(folder) / record)
     signal = wfdb.rdrecord(path)
     annotation = wfdb.rdann(path, "atr")
     lead = signal.sig_name.index(LEAD) if LEAD in signal.sig_name else 0
     symbols = np.asarray(annotation.symbol)
     is_beat = np.isin(symbols, list(AAMI_GROUPS))
-    samples = np.asarray(annotation.sample)[is_beat]
+    samples = np.asarray(annotation.sample)[is_beat].astype(np.int64)
     labels = np.array([CLASSES.index(AAMI_GROUPS[s]) for s in symbols[is_beat]], dtype=np.int64)
-    beats = extract_beats(signal.p_signal[:, lead], signal.fs, samples)
-    return BeatSet(beats, labels, np.full(labels.size, record), samples.astype(np.int64))
+    return Recording(record, signal.p_signal[:, lead], float(signal.fs), samples, labels)
 
 
-def load_records(folder: str | Path, records: tuple[str, ...] = RECORDS, progress: bool = False) -> BeatSet:
-    """Beats of several records, concatenated in the order given."""
+def record_beats(folder: str | Path, record: str) -> BeatSet:
+    """All AAMI beats of one record as 187-sample beats."""
+    rec = read_record(folder, record)
+    beats = extract_beats(rec.signal, rec.fs, rec.samples)
+    return BeatSet(beats, rec.labels, np.full(rec.labels.size, record), rec.samples)
+
+
+def record_context(folder: str | Path, record: str, variants: int = 0, augmentation: Augmentation | None = None,
+                   seed: int = 0) -> BeatSet:
+    """All AAMI beats of one record as context beats of the whole record, plus `variants` views
+    from augmented recordings cut into strips (seeded by `seed` and the record)."""
+    rec = read_record(folder, record)
+    beats = network_input(context_beats(rec.signal, rec.fs, rec.samples))
+    views = None
+    if variants:
+        rng = np.random.default_rng([seed, int(record)])
+        aug = augmentation or Augmentation()
+        views = np.stack([network_input(augmented_context(rec.signal, rec.fs, rec.samples, aug, rng))
+                          for _ in range(variants)])
+    return BeatSet(beats, rec.labels, np.full(rec.labels.size, record), rec.samples, views)
+
+
+def load_records(folder: str | Path, records: tuple[str, ...] = RECORDS, progress: bool = False,
+                 input: str = "beat", variants: int = 0, augmentation: Augmentation | None = None,
+                 seed: int = 0) -> BeatSet:
+    """Beats of several records, concatenated in the order given; `input` picks the format."""
+    if input not in INPUTS:
+        raise ValueError(f"unknown input {input!r}; choose from {INPUTS}")
     if progress:
         from tqdm import tqdm
 
         records = tqdm(records, desc="records", unit="rec", disable=None)
-    sets = [record_beats(folder, r) for r in records]
-    return BeatSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in ("beats", "labels", "records", "samples")))
+    if input == "beat":
+        return BeatSet.concatenate([record_beats(folder, r) for r in records])
+    return BeatSet.concatenate([record_context(folder, r, variants, augmentation, seed) for r in records])
 
 
 def data_files(folder: str | Path, records: tuple[str, ...]) -> dict[str, str]:
@@ -102,19 +157,27 @@ def intra_patient_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.n
 
 
 def split_records(split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(training records, test records) of a split."""
+    """(training records, test records) of a split. "all" trains on the 44 non-paced records and
+    holds none out: its figures on patients it never saw are those of its DS1-trained twin."""
     if split == "intra":
         return RECORDS, RECORDS
     if split == "inter":
         return DS1, DS2
+    if split == "all":
+        return tuple(sorted(DS1 + DS2)), ()
     raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
 
 
-def load_split(folder: str | Path, split: str, seed: int, progress: bool = False) -> tuple[BeatSet, BeatSet]:
-    """(train, test) beats of a split; `seed` fixes the intra-patient shuffle."""
+def load_split(folder: str | Path, split: str, seed: int, progress: bool = False, input: str = "beat",
+               variants: int = 0, augmentation: Augmentation | None = None) -> tuple[BeatSet, BeatSet | None]:
+    """(train, test) beats of a split; `seed` fixes the intra-patient shuffle and the augmentation.
+    Only the training beats get augmented views; the "all" split has no test beats (None)."""
     train_records, test_records = split_records(split)
+    options = {"input": input, "augmentation": augmentation, "seed": seed}
     if split == "intra":
-        beats = load_records(folder, RECORDS, progress)
+        beats = load_records(folder, RECORDS, progress, variants=variants, **options)
         train, test = intra_patient_split(beats.labels, seed)
-        return beats.subset(train), beats.subset(test)
-    return load_records(folder, train_records, progress), load_records(folder, test_records, progress)
+        return beats.subset(train), beats.subset(test).without_views()
+    train = load_records(folder, train_records, progress, variants=variants, **options)
+    test = load_records(folder, test_records, progress, **options) if test_records else None
+    return train, test

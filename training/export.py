@@ -1,5 +1,11 @@
-"""Writes an artefact folder: weights (safetensors), ONNX where the model allows it, figures, and
-card.json carrying everything needed to trust and reproduce it (sha256 of every file)."""
+"""Writes an artefact folder: weights (safetensors), ONNX graphs, figures, and card.json carrying
+everything needed to trust and reproduce it (sha256 of every file).
+
+A ResNet is one fixed graph (model.onnx). An ODE-Net's adaptive solver loops a data-dependent number
+of times, so only its encoder is a graph (encoder.onnx); the service solves the body with
+service.fastode and applies the head itself. `python -m training.export models/NAME` rewrites the
+graphs of an existing artefact from its weights and updates its card's digests.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from service.artefacts import CARD, ONNX, WEIGHTS, sha256_file
-from service.beats import BEAT_LENGTH
+from torch import nn
+
+from service.artefacts import CARD, ENCODER_ONNX, ONNX, WEIGHTS, load_network, sha256_file
 from service.networks import BeatClassifier
 
 LIBRARIES = ("torch", "torchdiffeq", "numpy", "scipy", "wfdb", "scikit-learn", "onnx", "onnxruntime")
@@ -23,16 +30,24 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
 
 
-def export_onnx(model: BeatClassifier, path: Path) -> None:
-    """ONNX graph with a dynamic batch axis. Only fixed graphs export: the ODE-Net's adaptive solver
-    loops a data-dependent number of times, so it is served with torchdiffeq instead."""
-    model.eval()
-    example = torch.rand(2, BEAT_LENGTH)
+def export_onnx(module: nn.Module, input_size: int, output: str, path: Path) -> None:
+    """ONNX graph of `module` (beats -> `output`) with a dynamic batch axis."""
+    module.eval()
+    example = torch.rand(2, input_size)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["beats"],
-                                output_names=["logits"], dynamic_shapes=({0: batch},),
+    program = torch.onnx.export(module, (example,), dynamo=True, input_names=["beats"],
+                                output_names=[output], dynamic_shapes=({0: batch},),
                                 optimize=True, verbose=False)
     program.save(str(path))
+
+
+def export_graphs(model: BeatClassifier, folder: Path) -> list[str]:
+    """model.onnx for a ResNet, encoder.onnx for an ODE-Net; returns the file names written."""
+    if model.is_ode:
+        export_onnx(model.encoder, model.arch.input_size, "state", folder / ENCODER_ONNX)
+        return [ENCODER_ONNX]
+    export_onnx(model, model.arch.input_size, "logits", folder / ONNX)
+    return [ONNX]
 
 
 def write_artefact(model: BeatClassifier, card: dict, folder: Path, figures: dict | None = None) -> dict:
@@ -41,10 +56,7 @@ def write_artefact(model: BeatClassifier, card: dict, folder: Path, figures: dic
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
     (folder / WEIGHTS).chmod(0o644)  # safetensors writes 0600; the service may run as another user
-    files = [WEIGHTS]
-    if not model.is_ode:
-        export_onnx(model, folder / ONNX)
-        files.append(ONNX)
+    files = [WEIGHTS, *export_graphs(model, folder)]
     for name, write in (figures or {}).items():
         write(folder / name)
         files.append(name)
@@ -59,3 +71,36 @@ def write_artefact(model: BeatClassifier, card: dict, folder: Path, figures: dic
     card.pop("version_base", None)
     (folder / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def rewrite_card(folder: Path, card: dict, figures: dict | None = None) -> dict:
+    """Write new figures and an updated card into an existing artefact, with fresh digests."""
+    for name, write in (figures or {}).items():
+        write(folder / name)
+        card["files"][name] = sha256_file(folder / name)
+    (folder / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def refresh_graphs(folder: Path) -> dict:
+    """Rewrite the ONNX graphs of an existing artefact from its verified weights; update the card's
+    digests (the version, derived from the weights, does not change)."""
+    model, card = load_network(folder)
+    for name in export_graphs(model, folder):
+        card["files"][name] = sha256_file(folder / name)
+    return rewrite_card(folder, card)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Rewrite the ONNX graphs of artefacts from their weights.")
+    parser.add_argument("artefacts", type=Path, nargs="+", help="artefact folders, e.g. models/odenet")
+    for folder in parser.parse_args(argv).artefacts:
+        card = refresh_graphs(folder)
+        print(f"{folder}: {', '.join(sorted(card['files']))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

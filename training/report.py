@@ -34,7 +34,7 @@ def confusion_png(confusion: list[list[int]], title: str, path: Path) -> None:
 
 
 def tolerance_png(sweep: list[dict], title: str, path: Path) -> None:
-    """Accuracy and single-beat NFE against rtol = atol, log tolerance axis."""
+    """Accuracy and the mean NFE per beat against rtol = atol, log tolerance axis."""
     tol = [row["rtol"] for row in sweep]
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
     ax.semilogx(tol, [100 * row["accuracy"] for row in sweep], "o-", color="tab:blue")
@@ -42,7 +42,7 @@ def tolerance_png(sweep: list[dict], title: str, path: Path) -> None:
     ax.set_ylabel("accuracy (%)", color="tab:blue")
     ax.invert_xaxis()
     nfe_ax = ax.twinx()
-    nfe_ax.semilogx(tol, [row["nfe_single_beat_mean"] for row in sweep], "s--", color="tab:red")
+    nfe_ax.semilogx(tol, [row["nfe_per_beat_mean"] for row in sweep], "s--", color="tab:red")
     nfe_ax.set_ylabel("NFE per beat (mean)", color="tab:red")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()

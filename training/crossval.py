@@ -1,0 +1,199 @@
+"""`ecg-crossval`: patient-grouped cross-validation inside the training records of a split.
+
+Every modelling choice of the context models (window, features, weighting, epochs, body) is made
+with this, inside DS1, never by looking at DS2. Records are split into k folds (scikit-learn's
+StratifiedGroupKFold: no patient on both sides, class mixes kept alike); each fold trains on the
+others and predicts its own records. The held-out predictions of all folds are pooled and scored
+with per-class sensitivity, positive predictivity and F1 on the clean records, and again on one
+augmented recording of them (another device: rate, noise, gain, strips).
+
+The score that ranks candidates is the mean F1 of S and V, the classes where inter-patient
+classifiers fail; N sensitivity and F are reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+
+from service.context import RR_FEATURES, WINDOW_LENGTH
+from service.networks import BeatClassifier, SolverConfig
+from training.data import BeatSet, load_split
+from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
+from training.train import PRESETS, Recipe, apply_logit_bias, architecture, fit, override
+
+
+def selection_score(metrics: dict) -> float:
+    """Mean F1 of S and V (pooled held-out predictions)."""
+    return float(np.mean([metrics["per_class"][c]["f1"] for c in ("S", "V")]))
+
+
+def summary(metrics: dict) -> dict:
+    """What a comparison table needs: score, N Se, and Se / +P / F1 of S, V and F."""
+    out = {"score": round(selection_score(metrics), 4), "macro_f1": round(metrics["macro_f1"], 4)}
+    for c in ("N", "S", "V", "F"):
+        m = metrics["per_class"][c]
+        out[c] = {"se": round(m["recall"], 4), "ppv": round(m["precision"], 4), "f1": round(m["f1"], 4)}
+    return out
+
+
+EXTENDED_RR = ("log_pre_prev", "irregularity")
+
+
+def without_extended_rr(inputs: np.ndarray) -> np.ndarray:
+    """The context inputs with the RR features beyond the basic eight set to 0 (an ablation)."""
+    inputs = inputs.copy()
+    for name in EXTENDED_RR:
+        inputs[..., 2 * WINDOW_LENGTH + RR_FEATURES.index(name)] = 0.0
+    return inputs
+
+
+FOLD_SEED = 0  # one fixed assignment of records to folds, so candidates are compared on the same folds
+
+
+def folds(data: BeatSet, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=FOLD_SEED)
+    return list(splitter.split(data.beats, data.labels, groups=data.records))
+
+
+def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: Recipe, k: int = 5, seed: int = 0,
+                   solver: SolverConfig | None = None, log=print) -> dict:
+    """Pooled held-out predictions of k patient-grouped folds, on the clean inputs and on `probe`
+    (the same beats from an augmented recording that no training run sees)."""
+    clean = np.full(len(data), -1)
+    augmented = np.full(len(data), -1)
+    probabilities = np.zeros((len(data), 5), dtype=np.float32)
+    per_fold = []
+    for i, (train_index, test_index) in enumerate(folds(data, k)):
+        started = time.perf_counter()
+        torch.manual_seed(seed)
+        model = BeatClassifier(architecture(body, recipe))
+        fit(model, data.subset(train_index), recipe, seed, progress=False)
+        apply_logit_bias(model, recipe)
+        ode_solver = solver or SolverConfig() if model.is_ode else None
+        probabilities[test_index], _ = predict_probabilities(model, data.beats[test_index], ode_solver)
+        clean[test_index] = probabilities[test_index].argmax(axis=1)
+        if probe is not None:
+            augmented[test_index], _ = predict(model, probe[test_index], ode_solver)
+        fold = classification_metrics(data.labels[test_index], clean[test_index])
+        records = sorted(set(data.records[test_index]))
+        per_fold.append({"records": records, **summary(fold)})
+        log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f} "
+            f"in {time.perf_counter() - started:.0f} s")
+    result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
+              "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"],
+              "held_out": {"labels": data.labels.tolist(), "clean": clean.tolist(),
+                           "augmented": augmented.tolist(), "records": data.records.tolist(),
+                           "probabilities": probabilities.round(6).tolist()}}
+    if probe is not None:
+        result["augmented"] = summary(classification_metrics(data.labels, augmented))
+    return result
+
+
+BIAS_GRID = np.arange(-4.0, 2.01, 0.5)  # log-prior shifts tried for S, V and F
+MIN_N_SENSITIVITY = 0.95
+
+
+def choose_logit_bias(runs: list[dict]) -> tuple[dict[str, float], float, float]:
+    """The shift of the S, V and F logits that maximises the mean selection score of the runs'
+    pooled held-out probabilities, keeping N sensitivity at least MIN_N_SENSITIVITY: a decision
+    rule chosen inside DS1, folded into the head's bias (Recipe.logit_bias). Returns the shift, and
+    the mean score before and after."""
+    labels = np.asarray(runs[0]["held_out"]["labels"])
+    logs = [np.log(np.clip(np.asarray(r["held_out"]["probabilities"]), 1e-12, 1)) for r in runs]
+
+    def score(shift: np.ndarray) -> tuple[float, float]:
+        scores, n_se = [], []
+        for log_p in logs:
+            predicted = (log_p + shift).argmax(axis=1)
+            m = classification_metrics(labels, predicted)
+            scores.append(selection_score(m))
+            n_se.append(m["per_class"]["N"]["recall"])
+        return float(np.mean(scores)), float(np.mean(n_se))
+
+    baseline, _ = score(np.zeros(5))
+    best, best_score = {}, -1.0
+    for s_shift in BIAS_GRID:
+        for v_shift in BIAS_GRID:
+            for f_shift in BIAS_GRID:
+                shift = np.array([0.0, s_shift, v_shift, f_shift, 0.0])
+                value, n_se = score(shift)
+                if n_se >= MIN_N_SENSITIVITY and value > best_score:
+                    best, best_score = {"S": float(s_shift), "V": float(v_shift), "F": float(f_shift)}, value
+    return best, baseline, best_score
+
+
+def format_summary(name: str, s: dict) -> str:
+    cells = " ".join(f"{c} {s[c]['se'] * 100:5.1f}/{s[c]['ppv'] * 100:5.1f}" for c in ("N", "S", "V", "F"))
+    return f"{name:10} score {s['score']:.4f}  macro-F1 {s['macro_f1']:.4f}  Se/+P {cells}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Patient-grouped cross-validation inside a split's training records.")
+    parser.add_argument("--model", choices=("odenet", "resnet"), required=True, help="network body")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="context")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set epochs=8 (repeatable)")
+    parser.add_argument("--split", choices=("inter",), default="inter", help="cross-validate inside DS1")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0, help="training and augmentation seed (folds stay fixed)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of MIT-BIH WFDB records")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--choose-bias", type=Path, nargs="+", default=None, metavar="RUN.json",
+                        help="instead of running: choose the logit bias from these runs' held-out probabilities")
+    args = parser.parse_args(argv)
+    if args.choose_bias:
+        runs = [json.loads(path.read_text()) for path in args.choose_bias]
+        shift, before, after = choose_logit_bias(runs)
+        setting = ",".join(f"{c}:{v:g}" for c, v in shift.items())
+        print(f"mean score over {len(runs)} runs: {before:.4f} as trained, {after:.4f} with logit_bias={setting} "
+              f"(N sensitivity >= {MIN_N_SENSITIVITY:g})")
+        print(f"--set logit_bias={setting}")
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({
+                "decision_rule": {"logit_bias": setting, "runs": [p.stem for p in args.choose_bias],
+                                  "score_as_trained": round(before, 4), "score_with_bias": round(after, 4),
+                                  "min_n_sensitivity": MIN_N_SENSITIVITY,
+                                  "grid": [float(x) for x in BIAS_GRID]}}, indent=2) + "\n")
+        return 0
+    if not args.data.is_dir():
+        parser.error(f"data folder {args.data} not found; pass --data DIR with the MIT-BIH records")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = override(PRESETS[args.preset], args.set)
+    started = time.perf_counter()
+    probe = None
+    if recipe.input == "context":  # one more augmented view, never trained on, scores robustness
+        data, _ = load_split(args.data, args.split, args.seed, input="context", variants=recipe.variants + 1)
+        probe = data.views[-1]
+        data = dataclasses.replace(data, views=data.views[:-1] if recipe.variants else None)
+        if recipe.rr_features == "basic":
+            probe = without_extended_rr(probe)
+            data = dataclasses.replace(data, beats=without_extended_rr(data.beats),
+                                       views=None if data.views is None else without_extended_rr(data.views))
+    else:
+        data, _ = load_split(args.data, args.split, args.seed)
+    result = cross_validate(data, probe, args.model, recipe, args.folds, args.seed)
+    result = {"model": args.model, "preset": args.preset, "overrides": args.set, "recipe": dataclasses.asdict(recipe),
+              "folds_k": args.folds, "seed": args.seed, "wall_time_s": round(time.perf_counter() - started, 1),
+              **result}
+    print(format_summary("clean", result["clean"]))
+    if "augmented" in result:
+        print(format_summary("augmented", result["augmented"]))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
