@@ -12,7 +12,8 @@ from service.networks import Architecture, BeatClassifier
 
 CARD = "card.json"
 WEIGHTS = "weights.safetensors"
-ONNX = "model.onnx"
+ONNX = "model.onnx"  # a ResNet: the whole network
+ENCODER_ONNX = "encoder.onnx"  # an ODE-Net: the encoder; the body is solved by service.fastode
 
 
 class ArtefactIntegrityError(RuntimeError):
@@ -45,11 +46,21 @@ def verify_files(folder: str | Path, card: dict) -> None:
             )
 
 
-def load_model(folder: str | Path) -> tuple[BeatClassifier, dict]:
-    """Verified network in eval mode, and its card."""
+def load_network(folder: str | Path) -> tuple[BeatClassifier, dict]:
+    """Verified torch network in eval mode, and its card."""
     folder = Path(folder)
     card = read_card(folder)
     verify_files(folder, card)
     model = BeatClassifier(Architecture.from_dict(card["architecture"]))
     model.load_state_dict(load_file(folder / WEIGHTS))
     return model.eval(), card
+
+
+def load_model(folder: str | Path) -> tuple[BeatClassifier, dict]:
+    """Verified network and card of an artefact that carries the ONNX graph the service runs."""
+    model, card = load_network(folder)
+    graph = ENCODER_ONNX if model.is_ode else ONNX
+    if graph not in card["files"]:
+        raise ArtefactIntegrityError(f"{folder}: {CARD} lists no {graph}; write it with "
+                                     f"`python -m training.export {folder}`")
+    return model, card

@@ -1,23 +1,36 @@
-"""One predictor per backend: torch + torchdiffeq for ODE-Nets, onnxruntime for fixed graphs."""
+"""One predictor per kind of network, both without Python in their inner loops and both thread-safe:
+
+- a ResNet is one onnxruntime graph;
+- an ODE-Net is its encoder in onnxruntime, its body solved beat by beat by service.fastode (the
+  answers and function evaluations of torchdiffeq on each beat alone), and its head in numpy.
+
+onnxruntime and the compiled solver release the GIL, so predictions run beside the event loop.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from service.fastode import CompiledODE
 from service.networks import BeatClassifier, SolverConfig
 
 
 @dataclass(frozen=True)
 class Prediction:
     probabilities: np.ndarray  # (n_beats, n_classes)
-    nfe: int | None  # ODE models only
+    nfe: np.ndarray | None  # (n_beats,) function evaluations of each beat's solve; ODE models only
     seconds: float
+    status: np.ndarray | None = None  # (n_beats,) service.fastode status, 0 = solved; ODE models only
+
+    def part(self, start: int, stop: int) -> "Prediction":
+        """The rows of beats start:stop (a request's share of a dynamic batch)."""
+        cut = (lambda a: None if a is None else a[start:stop])
+        return Prediction(self.probabilities[start:stop], cut(self.nfe), self.seconds, cut(self.status))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -25,31 +38,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-class TorchODEPredictor:
-    """Runs an ODE-Net with torchdiffeq. Solves are serialised: the NFE counter lives in the module."""
-
-    backend = "torch"
-    is_ode = True
-
-    def __init__(self, model: BeatClassifier):
-        self.model = model.eval()
-        self._lock = threading.Lock()
-
-    @torch.inference_mode()
-    def predict(self, beats: np.ndarray, solver: SolverConfig | None = None) -> Prediction:
-        with self._lock:
-            started = time.perf_counter()
-            logits = self.model(torch.from_numpy(beats), solver or SolverConfig())
-            nfe = self.model.body.nfe
-            seconds = time.perf_counter() - started
-        return Prediction(softmax(logits.numpy()), nfe, seconds)
-
-
-class OnnxPredictor:
-    """Runs an exported graph with onnxruntime (thread-safe sessions, no Python in the loop)."""
-
-    backend = "onnxruntime"
-    is_ode = False
+class OnnxGraph:
+    """An onnxruntime session on the CPU with one input and one output."""
 
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort
@@ -60,7 +50,44 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
+    def __call__(self, beats: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: beats})[0]
+
+
+class OnnxPredictor:
+    """A fixed graph (ResNet) from beats to logits."""
+
+    backend = "onnxruntime"
+    is_ode = False
+
+    def __init__(self, path: Path, threads: int | None = None):
+        self.graph = OnnxGraph(path, threads)
+
     def predict(self, beats: np.ndarray, solver: SolverConfig | None = None) -> Prediction:
         started = time.perf_counter()
-        (logits,) = self.session.run(None, {self.input: beats})
-        return Prediction(softmax(logits), None, time.perf_counter() - started)
+        probabilities = softmax(self.graph(beats))
+        return Prediction(probabilities, None, time.perf_counter() - started)
+
+
+class ODEPredictor:
+    """An ODE-Net: encoder -> per-beat compiled solve of the body -> ReLU -> Linear head.
+
+    The service runs the encoder's ONNX graph; training's evaluation passes the torch encoder, so
+    the figures on a card come from the path the service runs."""
+
+    backend = "onnxruntime+fastode"
+    is_ode = True
+
+    def __init__(self, model: BeatClassifier, encoder: Callable[[np.ndarray], np.ndarray]):
+        self.encoder = encoder
+        dynamics = model.body.dynamics.layer.linear
+        self.body = CompiledODE(dynamics.weight.detach().numpy(), dynamics.bias.detach().numpy())
+        head = model.head[-1]
+        self.head_weight = head.weight.detach().numpy().astype(np.float64).T
+        self.head_bias = head.bias.detach().numpy().astype(np.float64)
+
+    def predict(self, beats: np.ndarray, solver: SolverConfig | None = None) -> Prediction:
+        started = time.perf_counter()
+        state, nfe, status = self.body.solve(self.encoder(beats), solver or SolverConfig())
+        logits = np.maximum(state, 0.0) @ self.head_weight + self.head_bias
+        return Prediction(softmax(logits), nfe, time.perf_counter() - started, status)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts import CARD, ONNX, load_model
-from service.beats import BEAT_LENGTH
-from service.predictors import OnnxPredictor, TorchODEPredictor
+from service.artefacts import CARD, ENCODER_ONNX, ONNX, load_model
+from service.predictors import ODEPredictor, OnnxGraph, OnnxPredictor
 
 log = logging.getLogger("service.registry")
 
@@ -19,7 +18,9 @@ log = logging.getLogger("service.registry")
 class LoadedModel:
     name: str
     card: dict
-    predictor: TorchODEPredictor | OnnxPredictor
+    predictor: ODEPredictor | OnnxPredictor
+    input_kind: str  # "beat" or "context" (Architecture.input_kind)
+    input_size: int  # numbers per beat the network reads
 
     @property
     def version(self) -> str:
@@ -42,21 +43,22 @@ class ModelRegistry:
         for path in folders:
             try:
                 model, card = load_model(path)
-                if not model.is_ode and (path / ONNX).is_file():
-                    predictor = OnnxPredictor(path / ONNX, threads)
+                if model.is_ode:
+                    predictor = ODEPredictor(model, OnnxGraph(path / ENCODER_ONNX, threads))
                 else:
-                    predictor = TorchODEPredictor(model)
-                registry.models[path.name] = LoadedModel(path.name, card, predictor)
+                    predictor = OnnxPredictor(path / ONNX, threads)
+                registry.models[path.name] = LoadedModel(path.name, card, predictor, model.arch.input_kind,
+                                                         model.arch.input_size)
             except Exception as err:  # refuse this model, keep serving the others
                 registry.failures[path.name] = f"{type(err).__name__}: {err}"
                 log.error("refused model %s: %s", path.name, err)
         return registry
 
     def warm_up(self) -> None:
-        """One prediction per model, so the first request does not pay for lazy initialisation."""
-        beat = np.zeros((1, BEAT_LENGTH), dtype=np.float32)
+        """One prediction per model, so the first request does not pay for lazy initialisation
+        (onnxruntime's first run, numba's compilation or cache load)."""
         for loaded in self.models.values():
-            loaded.predictor.predict(beat)
+            loaded.predictor.predict(np.zeros((1, loaded.input_size), dtype=np.float32))
         self.warm = True
 
     @property
