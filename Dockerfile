@@ -10,8 +10,9 @@ ARG WHEELHOUSE=
 # CPU-only torch for the online route (the default index would pull CUDA packages).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
+# NUMBA_CACHE_DIR: the compiled ODE solver caches its machine code where the non-root user can write.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/opt/venv/bin:$PATH \
+    PATH=/opt/venv/bin:$PATH NUMBA_CACHE_DIR=/tmp/numba-cache \
     ECG_HOST=0.0.0.0 ECG_PORT=8000 ECG_MODELS_DIR=/app/models
 
 WORKDIR /app

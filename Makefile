@@ -28,7 +28,7 @@ train: $(VENV)/.dev
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/train-all.sh $(DATA)
 
 benchmark: $(VENV)/.dev
-	$(BIN)/python benchmarks/serve_latency.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV)

@@ -19,10 +19,13 @@ class ServiceMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.inference_latency = Histogram(
-            "ecg_inference_latency_seconds", "Time spent in the predictor per request.",
+            "ecg_inference_latency_seconds", "Time spent in the predictor per batch.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram(
+            "ecg_queue_wait_seconds", "Time a request waited in its model's batching queue.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.ode_nfe = Histogram(
-            "ecg_ode_nfe", "ODE function evaluations per solve.", ["model", "method"],
+            "ecg_ode_nfe", "ODE function evaluations per beat.", ["model", "method"],
             buckets=NFE_BUCKETS, registry=r)
         self.http_duration = Histogram(
             "ecg_http_request_duration_seconds", "HTTP request duration by route template and status.",
@@ -31,8 +34,8 @@ class ServiceMetrics:
             "ecg_beats_classified", "Beats classified, by model and predicted label.",
             ["model", "label"], registry=r)
         self.batch_size = Histogram(
-            "ecg_batch_size_beats", "Beats per prediction request.", ["model"],
-            buckets=BATCH_BUCKETS, registry=r)
+            "ecg_batch_size_beats", "Beats per batch run by the predictor (after dynamic batching).",
+            ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.in_flight = Gauge(
             "ecg_http_requests_in_flight", "HTTP requests being served.", registry=r)
         self.model_info = Gauge(

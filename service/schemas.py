@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.beats import BEAT_LENGTH
+from service.context import CONTEXT_FS, RR_FIELDS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH, ContextBeats, network_input
 from service.networks import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 
 Sample = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -30,6 +32,36 @@ class SolverRequest(BaseModel):
         None, description="step over t in [0, 1] (fixed-step methods; default 0.25)")
 
 
+WaveSample = Annotated[float, Field(strict=True, ge=-100.0, le=100.0, allow_inf_nan=False)]
+Wave = Annotated[list[WaveSample], Field(min_length=WINDOW_LENGTH, max_length=WINDOW_LENGTH)]
+Interval = Annotated[float, Field(strict=True, gt=0.0, le=60.0, allow_inf_nan=False)]
+WINDOW_MS = f"{1000 * WINDOW_BEFORE / CONTEXT_FS:.0f} ms before to {1000 * WINDOW_AFTER / CONTEXT_FS:.0f} ms after"
+
+
+class ContextBeat(BaseModel):
+    """One context beat as service.context.context_beats builds it from a lead and its R-peaks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: Wave = Field(..., description=f"{WINDOW_LENGTH} samples at {CONTEXT_FS} Hz from {WINDOW_MS} the "
+                         "R-peak, band-passed, divided by the running QRS amplitude")
+    template: Wave = Field(..., description="the patient's running median beat, same format")
+    pre_rr: Interval | None = Field(None, description="s from the previous R-peak; null for a strip's first beat")
+    post_rr: Interval | None = Field(None, description="s to the next R-peak; null for a strip's last beat")
+    prev_rr: Interval | None = Field(None, description="the RR interval before pre_rr (s); null if unknown")
+    local_rr: Interval = Field(..., description="mean of the last 10 RR intervals (s)")
+    long_rr: Interval = Field(..., description="mean RR interval of the last 5 minutes (s)")
+    irregularity: Annotated[float, Field(strict=True, ge=0.0, le=10.0, allow_inf_nan=False)] = Field(
+        0.0, description="mean absolute log ratio of successive RR intervals among the last 10")
+
+
+def context_inputs(beats: list[ContextBeat]) -> np.ndarray:
+    """Validated context beats -> the network input array, through the shared service.context code."""
+    rr = np.array([[np.nan if getattr(b, f) is None else getattr(b, f) for f in RR_FIELDS] for b in beats])
+    return network_input(ContextBeats(np.array([b.window for b in beats], dtype=np.float32),
+                                      np.array([b.template for b in beats], dtype=np.float32), rr))
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -39,15 +71,35 @@ class PredictRequest(BaseModel):
         ]},
     )
 
-    model: str | None = Field(None, description="model name from GET /models (default: the service's default)")
-    beats: list[Beat] = Field(..., min_length=1, description=f"beats of {BEAT_LENGTH} samples at 125 Hz in [0, 1]")
+    model: str | None = Field(None, description="model name from GET /models (default: the service's default "
+                              "for the input sent)")
+    beats: list[Beat] | None = Field(None, min_length=1, description=f"beats of {BEAT_LENGTH} samples at 125 Hz "
+                                     "in [0, 1], for models whose input is 'beat'")
+    context_beats: list[ContextBeat] | None = Field(None, min_length=1, description="context beats, for models "
+                                                    "whose input is 'context'")
     solver: SolverRequest | None = Field(None, description="ODE models only")
+
+    @model_validator(mode="after")
+    def one_input(self) -> "PredictRequest":
+        if (self.beats is None) == (self.context_beats is None):
+            raise ValueError("send exactly one of 'beats' (187-sample beats) and 'context_beats'")
+        return self
+
+    @property
+    def input_kind(self) -> str:
+        return "beat" if self.beats is not None else "context"
+
+    def inputs(self) -> np.ndarray:
+        if self.beats is not None:
+            return np.asarray(self.beats, dtype=np.float32)
+        return context_inputs(self.context_beats)
 
 
 class BeatPrediction(BaseModel):
     label: str
     class_index: int
     probabilities: dict[str, float]
+    nfe: int | None = Field(None, description="function evaluations of this beat's solve (ODE models)")
 
 
 class SolverReport(BaseModel):
@@ -55,7 +107,9 @@ class SolverReport(BaseModel):
     rtol: float
     atol: float
     step_size: float | None
-    nfe: int = Field(..., description="function evaluations of the solve")
+    nfe: int = Field(..., description="the most function evaluations any beat needed (each beat is solved on "
+                     "its own; dopri5 spends 2 + 6 per step)")
+    nfe_total: int = Field(..., description="function evaluations of all beats together")
 
 
 class PredictResponse(BaseModel):
@@ -101,6 +155,7 @@ class StripBeat(BaseModel):
     label: str
     class_index: int
     probabilities: dict[str, float]
+    nfe: int | None = Field(None, description="function evaluations of this beat's solve (ODE models)")
 
 
 class StripSummary(BaseModel):
@@ -117,7 +172,7 @@ class StripResponse(BaseModel):
     version: str
     beats: list[StripBeat]
     summary: StripSummary
-    solver: SolverReport | None = Field(..., description="nfe is the total over all solves")
+    solver: SolverReport | None
     latency_ms: float = Field(..., description="time spent in the predictor")
     reason: str | None = Field(None, description="why no beats were found, when none were")
 
@@ -137,6 +192,7 @@ class UploadOptions(BaseModel):
     atol: QueryTolerance | None = None
     step_size: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
 
-    def solver(self) -> SolverRequest | None:
+    def solver(self) -> dict | None:
+        """The solver settings the client set, if any."""
         given = {k: getattr(self, k) for k in ("method", "rtol", "atol", "step_size") if getattr(self, k) is not None}
-        return SolverRequest(**given) if given else None
+        return given or None

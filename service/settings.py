@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1 << 20
 
 
 class Settings(BaseSettings):
@@ -17,8 +19,31 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 in containers)")
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
-    default_model: str = Field("odenet", description="model used when a request names none")
+    default_model: str = Field("odenet", description="model for 187-sample beats when a request names none")
+    default_context_model: str = Field("context-odenet", description="model for context beats and whole strips "
+                                       "when a request names none")
     max_beats_per_request: int = Field(1024, ge=1, description="larger batches get a 422")
+    max_batch_beats: int = Field(256, ge=1, description="dynamic batching: most beats one batch gathers")
+    max_batch_wait_ms: float = Field(1.5, ge=0, description="dynamic batching: longest wait for more requests")
+    max_queued_beats: int = Field(16384, ge=1, description="beats waiting per model; past it a 503")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none (504 past it)")
+    max_request_timeout_s: float = Field(300.0, gt=0, description="longest deadline X-Request-Timeout may ask")
+    retry_after_s: float = Field(1.0, gt=0, description="Retry-After of a 503")
+    max_requests_in_flight: int = Field(256, ge=1, description="requests being served at once (health and "
+                                        "metrics aside); past it a 503")
+    max_body_bytes: int = Field(64 * 1024, ge=0, description="body limit of routes not named below (413 past it)")
+    predict_body_bytes: int = Field(8 * MiB, ge=0, description="body limit of /predict and /v2 inference")
+    strip_body_bytes: int = Field(96 * MiB, ge=0, description="body limit of /predict/strip and /predict/fhir")
+    upload_body_bytes: int = Field(80 * MiB, ge=0, description="body limit of /predict/wfdb")
+    strip_workers: int = Field(1, ge=1, description="processes that analyse strips")
+    max_waiting_strips: int = Field(8, ge=0, description="strips waiting for a worker; past it a 503")
+    api_keys: list[SecretStr] = Field(default_factory=list, description="if set, every route but health and "
+                                      "metrics needs one (Authorization: Bearer KEY or X-API-Key: KEY)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins browsers may call from")
+    shutdown_delay_s: float = Field(0.0, ge=0, description="after SIGTERM: seconds of readiness 503 while still "
+                                    "serving, before the listener closes")
+    drain_timeout_s: float = Field(30.0, ge=0, description="after the listener closes: longest wait for accepted "
+                                   "requests to finish")
     min_tolerance: float = Field(1e-6, gt=0, description="smallest rtol/atol a request may ask for")
     max_tolerance: float = Field(1e-1, gt=0, description="largest rtol/atol a request may ask for")
     max_num_steps: int = Field(1000, ge=1, description="adaptive solver step budget per solve")

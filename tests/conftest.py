@@ -1,8 +1,12 @@
 """Shared test data: the bundled MIT-BIH excerpts always, the full database where it is present."""
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,12 +45,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+def wait_ready(url: str, process: subprocess.Popen, output=None, seconds: float = 90) -> None:
     """Poll `url` until it answers 200; fail with the process's output if it exits first."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"{process.args[0]} exited with {process.returncode}: {process.stdout.read()}")
+            time.sleep(0.5)
+            text = output() if output else process.stdout.read()
+            pytest.fail(f"{process.args[0]} exited with {process.returncode}: {text}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -55,3 +61,29 @@ def wait_ready(url: str, process: subprocess.Popen, seconds: float = 90) -> None
         time.sleep(0.3)
     process.kill()
     pytest.fail(f"{url} not ready within {seconds} s")
+
+
+@contextlib.contextmanager
+def served(**settings):
+    """A real `ecg-serve` (uvicorn, its own process) with ECG_* settings; yields (base URL, process).
+    Its output is read as it comes (a full pipe would stall the server) and is in process.output
+    once the block ends."""
+    port = free_port()
+    command = shutil.which("ecg-serve", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS), "ECG_LOG_LEVEL": "warning",
+           **{f"ECG_{k.upper()}": str(v) for k, v in settings.items()}}
+    process = subprocess.Popen([command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(f"{base}/readyz", process, lambda: "".join(lines))
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+        process.output = "".join(lines)

@@ -117,10 +117,13 @@ def test_bad_input_is_a_422_naming_the_field(client, body, field):
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_samples_are_a_422(client, token):
+    """NaN and Infinity are not JSON (RFC 8259): refused where they stand, never passed on."""
     raw = '{"beats": [[' + token + "," + ",".join(["0.5"] * 186) + "]]}"
     response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "beats", 0, 0]
+    error = response.json()["detail"][0]
+    assert error["type"] == "json_invalid" and error["loc"][0] == "body"
+    assert abs(error["loc"][1] - raw.index(token)) <= 1  # the character position of the token
 
 
 def test_malformed_json_is_a_422(client):
@@ -165,7 +168,7 @@ def test_metrics_count_the_requests_just_made(client, fixture_beats):
     latency = "ecg_inference_latency_seconds_count"
     assert sample(after, latency, model="resnet") - sample(before, latency, model="resnet") == 3
     assert sample(after, "ecg_ode_nfe_count", model="odenet", method="dopri5") - \
-        sample(before, "ecg_ode_nfe_count", model="odenet", method="dopri5") == 1
+        sample(before, "ecg_ode_nfe_count", model="odenet", method="dopri5") == 5  # one per beat
     beats = sum(sample(after, "ecg_beats_classified_total", model="resnet", label=c) for c in CLASSES) - \
         sum(sample(before, "ecg_beats_classified_total", model="resnet", label=c) for c in CLASSES)
     assert beats == 15
@@ -194,3 +197,53 @@ def test_a_solve_over_its_step_budget_is_a_422_naming_the_cause(fixture_beats):
     assert response.status_code == 422
     error = response.json()["detail"][0]
     assert error["loc"] == ["body", "solver"] and "more than 2 steps" in error["msg"]
+
+
+@pytest.fixture(scope="module")
+def context_beats_208(fixture_dir):
+    """Context beats of two minutes of record 208 as service.context builds them, and as JSON."""
+    from service.context import RR_FIELDS, context_beats, network_input
+    from training.data import read_record
+
+    record = read_record(fixture_dir, "208")
+    beats = context_beats(record.signal, record.fs, record.samples)
+    as_json = [{"window": beats.windows[i].tolist(), "template": beats.templates[i].tolist(),
+                **{f: None if np.isnan(beats.rr[i, k]) else float(beats.rr[i, k]) for k, f in enumerate(RR_FIELDS)}}
+               for i in range(len(beats))]
+    return network_input(beats), as_json, record.labels
+
+
+@pytest.mark.parametrize("model", ["context-odenet", "context-resnet"])
+def test_context_beats_are_classified_as_their_network_input(client, context_beats_208, model):
+    inputs, as_json, labels = context_beats_208
+    body = post(client, model=model, context_beats=as_json[:128]).json()
+    expected = client.app.state.registry.models[model].predictor.predict(inputs[:128]).probabilities
+    got = np.array([[p["probabilities"][c] for c in CLASSES] for p in body["predictions"]])
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.mean(got.argmax(axis=1) == labels[:128]) > 0.8
+
+
+def test_context_beats_default_to_the_context_model(client, context_beats_208):
+    _, as_json, _ = context_beats_208
+    assert post(client, context_beats=as_json[:2]).json()["model"] == "context-odenet"
+
+
+@pytest.mark.parametrize("body,words", [
+    ({"model": "context-odenet", "beats": [BEAT]}, "reads context beats"),
+    ({"model": "odenet", "context_beats": "first"}, "reads 187-sample beats"),
+    ({"beats": [BEAT], "context_beats": "first"}, "exactly one of"),
+    ({}, "exactly one of"),
+])
+def test_an_input_the_model_does_not_read_is_a_422_naming_its_input(client, context_beats_208, body, words):
+    if body.get("context_beats") == "first":
+        body = {**body, "context_beats": context_beats_208[1][:1]}
+    response = post(client, **body)
+    assert response.status_code == 422 and words in response.text, response.text
+
+
+def test_models_show_each_models_input(client):
+    cards = client.get("/models").json()["models"]
+    assert cards["odenet"]["input_kind"] == "beat" and cards["odenet"]["input"]["beat_length"] == 187
+    context = cards["context-odenet"]
+    assert context["input_kind"] == "context" and context["input_size"] == 176
+    assert context["input"]["rr_fields"][:2] == ["pre_rr", "post_rr"] and "selection" in context

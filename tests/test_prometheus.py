@@ -58,6 +58,8 @@ def stack(tmp_path_factory, fixture_beats):
                 httpx.post(f"{api_url}/predict", json={"model": model, "beats": beats[second * 50:second * 50 + 40]},
                            timeout=30).raise_for_status()
             httpx.post(f"{api_url}/predict", json={"beats": [[0.5] * 10]}, timeout=30)  # a 422
+            httpx.post(f"{api_url}/predict", json={"beats": beats[:512], "solver": {"rtol": 1e-6, "atol": 1e-6}},
+                       headers={"X-Request-Timeout": "0.001"}, timeout=30)  # a 504
             time.sleep(1.2)
         time.sleep(2)
         yield api_url, prom_url

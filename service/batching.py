@@ -1,0 +1,191 @@
+"""Dynamic batching across concurrent requests, the way Triton's and MLServer's batchers work:
+requests for one model wait in a bounded queue and are run together, so 64 clients sending one
+beat each cost a few solves, not 64.
+
+- Bounded: past `max_queued_beats` waiting beats a request is refused at once (Overloaded, a 503),
+  never queued without end.
+- Prompt: a batch leaves as soon as it is full, or when every inference request the server has
+  accepted is already queued (a lone client waits for nobody), and at the latest `max_wait_s`
+  after its first request arrived.
+- Exact: only requests with the same solver settings share a batch; each beat is solved on its
+  own (service.fastode), so a beat's answer does not depend on its batch, and a beat whose solve
+  fails fails only its own request.
+- Deadlines: a request whose deadline passes while it waits is dropped from the queue (Timeout, a
+  504); one that is being computed gets its 504 at the deadline, and its result is discarded.
+
+One batch per model runs at a time, in a thread of its own: onnxruntime and the compiled solver
+release the GIL, so the event loop keeps parsing and answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.fastode import failure
+from service.networks import SolverConfig
+from service.predictors import Prediction
+
+
+class Overloaded(RuntimeError):
+    """The queue is full: the request is refused without waiting (503 with Retry-After)."""
+
+
+class Timeout(RuntimeError):
+    """The request's deadline passed before its result was ready (504)."""
+
+
+class Arrivals:
+    """Inference requests the server has accepted that will soon be queued (still being read or
+    validated). A batcher waits for them only while there are any."""
+
+    def __init__(self):
+        self.count = 0
+        self.changed = asyncio.Event()
+
+    def ticket(self) -> "Ticket":
+        self.count += 1
+        return Ticket(self)
+
+
+class Ticket:
+    """One request's place among the arrivals; `done()` (idempotent) when it is queued, when it
+    will not reach a batcher soon (a strip being analysed), or when it ends."""
+
+    def __init__(self, arrivals: Arrivals):
+        self.arrivals: Arrivals | None = arrivals
+
+    def done(self) -> None:
+        if self.arrivals is not None:
+            self.arrivals.count -= 1
+            self.arrivals.changed.set()
+            self.arrivals = None
+
+
+@dataclass(eq=False)
+class Job:
+    inputs: np.ndarray
+    solver: SolverConfig | None
+    deadline: float  # time.monotonic()
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    waiting: bool = True  # counted in queued_beats; abandoned jobs stay in the queue until taken
+
+
+class ModelBatcher:
+    """The queue and the batch loop of one model's predictor."""
+
+    def __init__(self, name: str, predictor, arrivals: Arrivals, metrics, max_batch: int = 256,
+                 max_wait_s: float = 0.0015, max_queued_beats: int = 8192):
+        self.name, self.predictor, self.arrivals, self.metrics = name, predictor, arrivals, metrics
+        self.max_batch, self.max_wait_s, self.max_queued_beats = max_batch, max_wait_s, max_queued_beats
+        self.queue: deque[Job] = deque()
+        self.queued_beats = 0
+        self.wakeup = asyncio.Event()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.executor.shutdown(wait=True)
+
+    async def predict(self, inputs: np.ndarray, solver: SolverConfig | None, deadline: float) -> Prediction:
+        """Queue `inputs` and wait for their share of a batch (or Overloaded / Timeout / SolverError)."""
+        if self.queued_beats + len(inputs) > self.max_queued_beats:
+            raise Overloaded(f"model {self.name!r} has {self.queued_beats} beats waiting "
+                             f"(limit {self.max_queued_beats})")
+        job = Job(inputs, solver, deadline, asyncio.get_running_loop().create_future())
+        self.queue.append(job)
+        self.queued_beats += len(inputs)
+        self.wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout=max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            raise Timeout(f"deadline passed after {time.monotonic() - job.enqueued:.3f} s in model "
+                          f"{self.name!r}") from None
+        finally:  # deadline passed or client gone: make room for others, drop the result
+            if not job.future.done():
+                job.future.cancel()
+                self.release(job)
+
+    def release(self, job: Job) -> None:
+        if job.waiting:
+            job.waiting = False
+            self.queued_beats -= len(job.inputs)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.queue:
+                await self.gather(loop)
+                batch = self.take()
+                if batch:
+                    await self.execute(batch, loop)
+
+    async def gather(self, loop) -> None:
+        """Wait, at most max_wait_s after the oldest request, for requests still arriving."""
+        first = self.queue[0]
+        while self.arrivals.count > 0 and self.queued_beats < self.max_batch:
+            remaining = first.enqueued + self.max_wait_s - time.monotonic()
+            if remaining <= 0:
+                break
+            self.arrivals.changed.clear()
+            try:
+                await asyncio.wait_for(self.arrivals.changed.wait(), remaining)
+            except TimeoutError:
+                break
+
+    def take(self) -> list[Job]:
+        """The oldest live request and the queued ones with its solver settings, up to max_batch
+        beats, in one pass; abandoned requests leave the queue here."""
+        live = [job for job in self.queue if not job.future.done()]
+        batch, rest, beats = [], deque(), 0
+        key = live[0].solver if live else None
+        for job in live:
+            if job.solver == key and (not batch or beats + len(job.inputs) <= self.max_batch):
+                batch.append(job)
+                beats += len(job.inputs)
+                self.release(job)
+            else:
+                rest.append(job)
+        self.queue = rest
+        return batch
+
+    async def execute(self, batch: list[Job], loop) -> None:
+        started = time.monotonic()
+        for job in batch:
+            self.metrics.queue_wait.labels(self.name).observe(started - job.enqueued)
+        inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([j.inputs for j in batch])
+        solver = batch[0].solver
+        try:
+            result = await loop.run_in_executor(self.executor, self.predictor.predict, inputs, solver)
+        except Exception as err:  # a broken predictor fails this batch's requests, not the loop
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        self.metrics.batch_size.labels(self.name).observe(len(inputs))
+        self.metrics.inference_latency.labels(self.name).observe(result.seconds)
+        start = 0
+        for job in batch:
+            part = result.part(start, start + len(job.inputs))
+            start += len(job.inputs)
+            if job.future.done():
+                continue
+            error = failure(part.status, solver) if part.status is not None else None
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(part)

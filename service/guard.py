@@ -1,0 +1,94 @@
+"""Admission, before any work: API keys (when configured), the route's body limit against the
+declared Content-Length, and a bound on requests in flight.
+
+Health, readiness and metrics pass the key and in-flight checks, so probes and scrapes keep
+answering under overload. A refused request is answered at once: 401 (the same words whatever was
+wrong with the key), 413 naming the limit (and the connection closed, so the rest is not read) or
+503 with Retry-After; it never waits in an unbounded queue. Bodies sent without a length are
+counted while they are read (Starlette's RequestBodyLimitMiddleware, per router).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+
+import orjson
+
+from service.middleware import is_inference
+from service.settings import Settings
+
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
+
+
+def body_limit(path: str, settings: Settings) -> int:
+    """The body limit of a route, in bytes (the routers are included with the same settings)."""
+    if path in ("/predict/strip", "/predict/fhir"):
+        return settings.strip_body_bytes
+    if path == "/predict/wfdb":
+        return settings.upload_body_bytes
+    if path == "/predict" or (path.startswith("/v2/models/") and path.endswith("/infer")):
+        return settings.predict_body_bytes
+    return settings.max_body_bytes
+
+
+def declared_length(headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def api_key_of(headers) -> bytes | None:
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip()
+    return None
+
+
+class Guard:
+    def __init__(self, app, settings: Settings):
+        self.app, self.settings = app, settings
+        self.keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        self.in_flight = 0
+
+    def authorised(self, scope) -> bool:
+        given = api_key_of(scope.get("headers", ())) or b""
+        # Compare with every key, always: the time taken says nothing about which part was wrong.
+        matches = [hmac.compare_digest(given, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length, limit = declared_length(scope.get("headers", ())), body_limit(scope["path"], self.settings)
+        if length is not None and length > limit:
+            return await respond(send, 413, f"request body of {length} bytes is larger than this route's limit "
+                                 f"of {limit} bytes", [(b"connection", b"close")])
+        if scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        if self.keys and not self.authorised(scope):
+            return await respond(send, 401, "missing or invalid API key",
+                                 [(b"www-authenticate", b'Bearer realm="ecg"')])
+        retry = [(b"retry-after", str(max(1, math.ceil(self.settings.retry_after_s))).encode())]
+        if self.in_flight >= self.settings.max_requests_in_flight:
+            return await respond(send, 503, f"overloaded: {self.in_flight} requests in flight (limit "
+                                 f"{self.settings.max_requests_in_flight}); retry later", retry)
+        inference = getattr(scope["app"].state, "inference", None)
+        if inference is not None and is_inference(scope["path"]) and inference.saturated():
+            return await respond(send, 503, "overloaded: the batching queue is full; retry later", retry)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+async def respond(send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,132 @@
+"""What every classifying route shares: find the model for the input sent, check the solver
+settings against the model and the service's bounds, run the beats through the model's dynamic
+batcher in chunks, and count what happened."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.batching import Arrivals, ModelBatcher, Ticket
+from service.beats import CLASSES
+from service.errors import invalid
+from service.metrics import ServiceMetrics
+from service.networks import FIXED_STEP_METHODS, SolverConfig, SolverError
+from service.registry import LoadedModel, ModelRegistry
+from service.settings import Settings
+
+INPUT_NAMES = {"beat": "187-sample beats in 'beats'", "context": "context beats in 'context_beats'"}
+
+
+@dataclass(frozen=True)
+class Result:
+    probabilities: np.ndarray  # (n, classes)
+    nfe: np.ndarray | None  # (n,) per beat; ODE models only
+    seconds: float  # time in the predictor
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+class Inference:
+    def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServiceMetrics):
+        self.settings, self.registry, self.metrics = settings, registry, metrics
+        self.arrivals = Arrivals()
+        self.batchers = {
+            name: ModelBatcher(name, loaded.predictor, self.arrivals, metrics, settings.max_batch_beats,
+                               settings.max_batch_wait_ms / 1000, settings.max_queued_beats)
+            for name, loaded in registry.models.items()}
+
+    def start(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.start()
+
+    async def stop(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.stop()
+
+    def saturated(self) -> bool:
+        """Some model's queue is full: new inference requests would only be refused after being read."""
+        return any(b.queued_beats >= b.max_queued_beats for b in self.batchers.values())
+
+    def model_kinds(self) -> dict[str, str]:
+        """Loaded model -> the input kind it reads."""
+        return {name: m.input_kind for name, m in self.registry.models.items()}
+
+    def default_model(self, kind: str) -> str:
+        return self.settings.default_model if kind == "beat" else self.settings.default_context_model
+
+    def resolve(self, name: str | None, where: tuple, kind: str | None = None) -> LoadedModel:
+        """The model named (or the default for the input `kind`); a 422 naming what it reads when
+        the request sends the other kind of input."""
+        name = name or self.default_model(kind or "context")
+        loaded = self.registry.models.get(name)
+        if loaded is None:
+            raise invalid(where, f"unknown model {name!r}; available: {', '.join(sorted(self.registry.models))}",
+                          name)
+        if kind is not None and loaded.input_kind != kind:
+            others = sorted(n for n, m in self.registry.models.items() if m.input_kind == kind)
+            raise invalid(where, f"model {name!r} reads {INPUT_NAMES[loaded.input_kind]}, not "
+                          f"{INPUT_NAMES[kind]}; models for that input: {', '.join(others) or 'none'}", name)
+        return loaded
+
+    def solver_for(self, requested: dict | None, loaded: LoadedModel, where: tuple) -> SolverConfig | None:
+        """Validate solver settings (only the fields the client set) against the model and bounds."""
+        settings = self.settings
+        if not loaded.predictor.is_ode:
+            if requested:
+                raise invalid(where, f"model {loaded.name!r} is not an ODE model; omit the solver settings")
+            return None
+        default = {k: v for k, v in loaded.card.get("default_solver", {}).items() if k in ("method", "rtol", "atol")}
+        cfg = SolverConfig(**{**default, **(requested or {}), "max_num_steps": settings.max_num_steps})
+        for name in ("rtol", "atol"):
+            value = getattr(cfg, name)
+            if not settings.min_tolerance <= value <= settings.max_tolerance:
+                raise invalid((*where, name), f"{name} must be within [{settings.min_tolerance:g}, "
+                              f"{settings.max_tolerance:g}]", value)
+        if cfg.step_size is not None:
+            if cfg.method not in FIXED_STEP_METHODS:
+                raise invalid((*where, "step_size"), f"step_size applies to fixed-step methods "
+                              f"({', '.join(FIXED_STEP_METHODS)}), not {cfg.method}", cfg.step_size)
+            if cfg.step_size < settings.min_step_size:
+                raise invalid((*where, "step_size"), f"step_size must be at least {settings.min_step_size:g}",
+                              cfg.step_size)
+        return cfg
+
+    async def classify(self, loaded: LoadedModel, inputs: np.ndarray, solver: SolverConfig | None,
+                       deadline: float, ticket: Ticket | None = None, solver_loc: tuple = ("body", "solver")) -> Result:
+        """Probabilities and per-beat NFE of `inputs`, through the model's batcher in chunks of at
+        most max_beats_per_request beats (so one long strip does not hold up everyone else)."""
+        if ticket is not None:
+            ticket.done()
+        batcher = self.batchers[loaded.name]
+        chunk = self.settings.max_beats_per_request
+        parts = []
+        for start in range(0, len(inputs), chunk):
+            try:
+                parts.append(await batcher.predict(inputs[start:start + chunk], solver, deadline))
+            except SolverError as err:
+                raise invalid(solver_loc, f"{err}; loosen rtol/atol or use a fixed-step method") from err
+        if parts:
+            probabilities = np.concatenate([p.probabilities for p in parts])
+            nfe = None if solver is None else np.concatenate([p.nfe for p in parts])
+        else:
+            probabilities, nfe = np.zeros((0, len(CLASSES))), None if solver is None else np.zeros(0, np.int64)
+        result = Result(probabilities, nfe, sum(p.seconds for p in parts))
+        self.count(loaded, solver, result)
+        return result
+
+    def count(self, loaded: LoadedModel, solver: SolverConfig | None, result: Result) -> None:
+        for index, count in zip(*np.unique(result.labels, return_counts=True)):
+            self.metrics.beats.labels(loaded.name, CLASSES[index]).inc(int(count))
+        if solver is not None and result.nfe is not None:
+            histogram = self.metrics.ode_nfe.labels(loaded.name, solver.method)
+            for value in result.nfe:
+                histogram.observe(int(value))
+
+
+def deadline_after(seconds: float) -> float:
+    return time.monotonic() + seconds

@@ -1,0 +1,105 @@
+"""Per-request bookkeeping as plain ASGI middleware (no per-request task or body copy, unlike
+Starlette's BaseHTTPMiddleware): the request id (X-Request-ID, echoed back), the in-flight gauge,
+the request's deadline, its place among the arrivals the batchers wait for, the duration
+histogram by route template and one JSON log line (plus an "accepted" line at debug level)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.routing import compile_path
+
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+log = logging.getLogger("service.requests")
+TIMEOUT_HEADER = b"x-request-timeout"
+ID_HEADER = b"x-request-id"
+SAFE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id(scope) -> str:
+    """The client's X-Request-ID when it is a short token, else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == ID_HEADER and SAFE_ID.fullmatch(value):
+            return value.decode()
+    return uuid.uuid4().hex[:16]
+
+
+def route_template(scope) -> str:
+    """The route template the router matched, or, for a request refused before routing (413, 401,
+    503 at admission), the documented path it would have matched; "unmatched" for unknown paths."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    app = scope["app"]
+    table = getattr(app.state, "route_templates", None)
+    if table is None:
+        table = app.state.route_templates = [(compile_path(path)[0], path) for path in app.openapi()["paths"]]
+    return next((template for pattern, template in table if pattern.match(scope["path"])), "unmatched")
+
+
+def is_inference(path: str) -> bool:
+    return path.startswith("/predict") or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
+def requested_timeout(scope, settings: Settings) -> float:
+    """Seconds this request may take: X-Request-Timeout (clamped to the service's maximum) or the
+    default. A malformed header gets the default: the request is not refused for it."""
+    for name, value in scope.get("headers", ()):
+        if name == TIMEOUT_HEADER:
+            try:
+                seconds = float(value)
+            except ValueError:
+                break
+            if seconds > 0 and seconds == seconds:
+                return min(seconds, settings.max_request_timeout_s)
+            break
+    return settings.request_timeout_s
+
+
+class RequestBookkeeping:
+    def __init__(self, app, settings: Settings, metrics: ServiceMetrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        rid = state["request_id"] = request_id(scope)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(json.dumps({"event": "accepted", "request_id": rid, "path": scope["path"]}))
+        timeout = requested_timeout(scope, self.settings)
+        state["timeout_s"] = timeout
+        state["deadline"] = time.monotonic() + timeout
+        inference = getattr(scope["app"].state, "inference", None)
+        ticket = inference.arrivals.ticket() if inference is not None and is_inference(scope["path"]) else None
+        state["ticket"] = ticket
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if ticket is not None:
+                ticket.done()
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = route_template(scope)
+            self.metrics.http_duration.labels(route, scope["method"], str(status)).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                entry = {"event": "request", "request_id": rid, "method": scope["method"], "route": route,
+                         "status": status, "duration_ms": round(1000 * elapsed, 3), **state.get("log", {})}
+                log.info(json.dumps(entry))
