@@ -193,12 +193,19 @@ def peer_servers(model_path: Path, input_size: int) -> dict:
 
 
 def peer_probabilities(url: str, path: str, style: str, beats: np.ndarray) -> np.ndarray:
-    if style == "oip":
-        answer = httpx.post(url + path, content=oip_body(beats, False), timeout=30).json()
-        output = answer["outputs"][0]
-        return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
-    answer = httpx.post(url + path, json={"beats": beats.tolist()}, timeout=30).json()
-    return np.asarray(answer["probabilities"] if isinstance(answer, dict) else answer, dtype=np.float32).reshape(len(beats), -1)
+    """A peer's probabilities for `beats`, one request per beat as under load."""
+    rows = []
+    for beat in beats[:, None]:
+        if style == "oip":
+            answer = httpx.post(url + path, content=oip_body(beat, False), timeout=30,
+                                headers={"content-type": "application/json"}).raise_for_status().json()
+            output = answer["outputs"][0]
+            rows.append(np.asarray(output["data"], dtype=np.float32).reshape(output["shape"]))
+        else:
+            answer = httpx.post(url + path, json={"beats": beat.tolist()}, timeout=30).raise_for_status().json()
+            rows.append(np.asarray(answer["probabilities"] if isinstance(answer, dict) else answer,
+                                   dtype=np.float32).reshape(1, -1))
+    return np.concatenate(rows)
 
 
 def start_service(models: Path, cwd: Path = ROOT, python: str = sys.executable) -> tuple[subprocess.Popen, str]:
@@ -222,7 +229,7 @@ def main() -> None:
     if not loadgen.available():
         raise SystemExit("wrk not found: apt-get install wrk")
 
-    registry = ModelRegistry.load(args.models)
+    registry = ModelRegistry.load(args.models, threads=1)
     resnet, odenet = registry.models[args.resnet], registry.models[args.odenet]
     from service.artefacts import load_network
 

@@ -39,14 +39,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxGraph:
-    """An onnxruntime session on the CPU with one input and one output."""
+    """An onnxruntime session on the CPU with one input and one output; `threads` intra-op threads
+    (default 1)."""
 
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # One thread by default: these graphs are small, batches come from many requests at once,
+        # and a pool of spinning intra-op threads would take the CPU the event loop needs.
+        options.intra_op_num_threads = threads or 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 

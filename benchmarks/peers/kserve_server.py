@@ -2,6 +2,7 @@
 Usage: python kserve_server.py MODEL.onnx PORT"""
 
 import sys
+import uuid
 
 import kserve
 import numpy as np
@@ -25,7 +26,7 @@ class OnnxClassifier(kserve.Model):
         probabilities = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
         output = InferOutput(name="probabilities", shape=list(probabilities.shape), datatype="FP32",
                              data=probabilities)
-        return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id)
+        return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id or str(uuid.uuid4()))
 
 
 if __name__ == "__main__":
