@@ -118,10 +118,15 @@ def main() -> None:
         else:
             probe = loadgen.run(base, path, bodies, 64, 15, args.deadline)
             capacity = probe.rate(200)
-            connections = 32
-            pace_ms = 1000 * connections / (0.8 * capacity)
-            print(f"capacity {capacity:.0f} served/s (15 s, 64 connections); soak at ~{0.8 * capacity:.0f}/s: "
-                  f"{connections} connections, one request each {pace_ms:.1f} ms")
+            connections, target = 32, 0.8 * capacity
+            # wrk waits pace_ms after each answer: a connection's cycle is pace + latency, so the
+            # pace is calibrated by a short run at the target rate.
+            cycle_ms = 1000 * connections / target
+            calibration = loadgen.run(base, path, bodies, connections, 10, args.deadline, cycle_ms)
+            pace_ms = max(cycle_ms - calibration.p50_ms, 0.0)
+            print(f"capacity {capacity:.0f} served/s (15 s, 64 connections); soak at ~{target:.0f}/s: "
+                  f"{connections} connections, each waiting {pace_ms:.1f} ms after an answer "
+                  f"(p50 latency {calibration.p50_ms:.1f} ms at that rate)")
             memory[:] = [rss_mib(pid)] if pid else []
             result = loadgen.run(base, path, bodies, connections, args.seconds or 600, args.deadline, pace_ms)
             report(f"soak, {(args.seconds or 600) / 60:.0f} min", result, args.deadline)
