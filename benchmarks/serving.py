@@ -275,7 +275,7 @@ def main() -> None:
         table = load_table(ours_resnet + peer_targets, args.seconds,
                            f"Over HTTP: the same ONNX ResNet ({args.resnet}), one beat per request (wrk, one thread)")
         if peers:
-            print(f"\nRatios: ours (best endpoint) / peer, beats/s, at 1 / 8 / 64 clients")
+            print("\nRatios: ours (best endpoint) / peer, beats/s, at 1 / 8 / 64 clients")
             for label in peers:
                 cells = []
                 for clients in CONCURRENCY:

@@ -4,7 +4,6 @@ batcher in chunks, and count what happened."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,7 +125,3 @@ class Inference:
             histogram = self.metrics.ode_nfe.labels(loaded.name, solver.method)
             for value in result.nfe:
                 histogram.observe(int(value))
-
-
-def deadline_after(seconds: float) -> float:
-    return time.monotonic() + seconds
