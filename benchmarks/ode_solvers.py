@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchdiffeq import odeint
 
+from processes import timed
 from service.artefacts import load_network
 from service.fastode import CompiledODE
 from service.fastode.tableaus import TABLEAUS
@@ -88,16 +88,6 @@ def numpy_dopri5(h0: np.ndarray, weight: np.ndarray, bias: np.ndarray, rtol: flo
         active[i] = t1[i] < 1.0
     x = ((1.0 - t0) / (t1 - t0))[:, None]
     return coeff[0] + x * coeff[1] + x ** 2 * coeff[2] + x ** 3 * coeff[3] + x ** 4 * coeff[4], nfe
-
-
-def timed(call, reps: int) -> float:
-    call()
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -166,8 +156,8 @@ def main() -> None:
             if name.startswith("torchode") and importlib.util.find_spec("torchode") is None:
                 print(f"{name:40} skipped: pip install -e '.[bench]'")
                 continue
-            one = timed(lambda: solve(h0[:1]), args.reps)
-            many = timed(lambda: solve(h0), max(args.reps // 5, 3))
+            one = np.median(timed(lambda: solve(h0[:1]), args.reps))
+            many = np.median(timed(lambda: solve(h0), max(args.reps // 5, 3)))
             state, nfe = solve(h0)
             same_nfe = "-" if nfe is None else f"{np.mean(np.asarray(nfe) == reference_nfe) * 100:.0f} %"
             dh = np.abs(np.asarray(state, dtype=np.float64) - reference).max()

@@ -17,41 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
-
-import httpx
 
 import loadgen
+from processes import ROOT, start_service, stop
 
-ROOT = Path(__file__).resolve().parents[1]
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-
-
-def start_server(settings: dict) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "ECG_PORT": str(port), "ECG_LOG_LEVEL": "warning",
-           **{f"ECG_{k.upper()}": str(v) for k, v in settings.items()}}
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not become ready")
 
 
 def request_bodies(model: str) -> tuple[str, loadgen.Bodies]:
@@ -98,7 +72,7 @@ def main() -> None:
     if args.url:
         base, pid = args.url.rstrip("/"), args.pid
     else:
-        process, base = start_server({"max_requests_in_flight": 128, "max_queued_beats": 1024})
+        process, base = start_service({"max_requests_in_flight": 128, "max_queued_beats": 1024})
         pid = process.pid
     path, bodies = request_bodies(args.model)
     try:
@@ -138,8 +112,7 @@ def main() -> None:
     finally:
         bodies.remove()
         if process:
-            process.terminate()
-            process.wait(timeout=60)
+            stop(process)
 
 
 if __name__ == "__main__":

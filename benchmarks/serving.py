@@ -24,9 +24,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,59 +35,14 @@ import torch
 from torchdiffeq import odeint
 
 import loadgen
+from processes import ROOT, free_port, start, start_service, stop, timed
 from service.networks import SolverConfig
 from service.registry import ModelRegistry
 from training.data import load_records
 
-ROOT = Path(__file__).resolve().parents[1]
 PEERS_DIR = ROOT / "build" / "peers"
 CONCURRENCY = (1, 8, 64)
 TOLERANCE = 1e-3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready in {seconds} s")
-
-
-def start(command: list[str], ready: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_ready(ready, process)
-    return process
-
-
-def stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, 9)
-
-
-def timed(call, reps: int) -> np.ndarray:
-    call()
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return np.array(times)
 
 
 def in_process(odenet, resnet, beats: np.ndarray, reps: int) -> None:
@@ -208,14 +161,6 @@ def peer_probabilities(url: str, path: str, style: str, beats: np.ndarray) -> np
     return np.concatenate(rows)
 
 
-def start_service(models: Path, cwd: Path = ROOT, python: str = sys.executable) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {"ECG_PORT": str(port), "ECG_MODELS_DIR": str(models), "ECG_LOG_LEVEL": "warning",
-           "ECG_MAX_REQUESTS_IN_FLIGHT": "1024"}
-    process = start([python, "-m", "service"], f"http://127.0.0.1:{port}/readyz", env=env, cwd=cwd)
-    return process, f"http://127.0.0.1:{port}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models")
@@ -241,7 +186,7 @@ def main() -> None:
     in_process(odenet, resnet, beats, args.reps)
 
     singles = beats[:400]
-    process, ours = start_service(args.models)
+    process, ours = start_service({"models_dir": args.models, "max_requests_in_flight": 1024})
     peers = {} if args.no_peers else peer_servers(args.models / args.resnet / "model.onnx", beats.shape[1])
     bodies = []
     try:
@@ -318,10 +263,10 @@ def baseline_release(args, beats: np.ndarray) -> None:
         subprocess.run(["git", "worktree", "add", "--detach", str(folder), args.baseline], cwd=ROOT, check=True,
                        capture_output=True)
     old_beats = load_records(ROOT / "tests/fixtures/mitdb", ("100", "208", "232")).beats[:400]
-    process, url = start_service(folder / "models", cwd=folder)
+    process, url = start_service({"models_dir": folder / "models", "max_requests_in_flight": 1024}, cwd=folder)
     bodies = [loadgen.Bodies([json.dumps({"model": "odenet", "beats": [b.round(6).tolist()]}).encode()
                               for b in old_beats])]
-    new_process, new_url = start_service(args.models)
+    new_process, new_url = start_service({"models_dir": args.models, "max_requests_in_flight": 1024})
     try:
         load_table([Target(f"revision {args.baseline}: odenet, /predict JSON", url, "/predict", bodies[0]),
                     Target("this revision: odenet, /predict JSON", new_url, "/predict", bodies[0])],
