@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -75,6 +76,11 @@ def test_fresh_onnx_export_matches_torch(tmp_path, fixture_beats):
     assert_onnx_equals_torch(onnx_logits(tmp_path / "resnet" / ONNX, beats), expected)
     single = onnx_logits(tmp_path / "resnet" / ONNX, beats[:1])  # dynamic batch axis
     assert_onnx_equals_torch(single, expected[:1])
+    graph = onnx.load(str(tmp_path / "resnet" / ONNX)).graph
+    weights = {w.name: w for w in graph.initializer}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    # written as 2-D convolutions of height 1, which onnxruntime runs with its blocked kernels
+    assert len(convolutions) == 3 and all(len(weights[node.input[1]].dims) == 4 for node in convolutions)
 
 
 SHIPPED = sorted(p.parent.name for p in MODELS.glob("*/card.json"))

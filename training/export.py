@@ -9,6 +9,7 @@ graphs of an existing artefact from its weights and updates its card's digests.
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 from datetime import datetime, timezone
@@ -30,9 +31,42 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}
 
 
+def as_2d_convolutions(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose 1-D convolutions, batch norms and max-pools are their 2-D
+    counterparts over a height of one, with the same weights: the same function, but onnxruntime's
+    blocked (NCHWc) convolution kernels, which fuse conv, ReLU and pooling, apply to 2-D ones only
+    (the context encoder runs ~2.5x faster on one core)."""
+    module = copy.deepcopy(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv1d):
+            conv = nn.Conv2d(child.in_channels, child.out_channels, (1, child.kernel_size[0]),
+                             stride=(1, child.stride[0]), padding=(0, child.padding[0]),
+                             dilation=(1, child.dilation[0]), groups=child.groups, bias=child.bias is not None)
+            conv.weight.data = child.weight.data.unsqueeze(2).clone()
+            if child.bias is not None:
+                conv.bias.data = child.bias.data.clone()
+            replacement = conv
+        elif isinstance(child, nn.BatchNorm1d):
+            replacement = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                         child.track_running_stats)
+            replacement.load_state_dict(child.state_dict())
+        elif isinstance(child, nn.MaxPool1d):
+            if child.padding or child.dilation != 1 or child.ceil_mode:
+                raise ValueError("only plain max-pools are rewritten")
+            replacement = nn.MaxPool2d((1, child.kernel_size), (1, child.stride))
+        elif isinstance(child, nn.Unflatten) and len(child.unflattened_size) == 2:
+            channels, length = child.unflattened_size
+            replacement = nn.Unflatten(child.dim, (channels, 1, length))
+        else:
+            replacement = as_2d_convolutions(child)
+        setattr(module, name, replacement)
+    return module.eval()
+
+
 def export_onnx(module: nn.Module, input_size: int, output: str, path: Path) -> None:
-    """ONNX graph of `module` (beats -> `output`) with a dynamic batch axis."""
-    module.eval()
+    """ONNX graph of `module` (beats -> `output`) with a dynamic batch axis, 1-D convolutions
+    written as 2-D ones (as_2d_convolutions)."""
+    module = as_2d_convolutions(module.eval())
     example = torch.rand(2, input_size)
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(module, (example,), dynamo=True, input_names=["beats"],

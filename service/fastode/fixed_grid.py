@@ -33,6 +33,7 @@ def solve_batch(h0, w_t, w_h, bias, method, times, out, nfe):
     k3 = np.empty(width)
     k4 = np.empty(width)
     y = np.empty(width)
+    active = np.empty(width, np.int64)
     third = 1 / 3
     two_thirds = 2 / 3
     for b in range(h0.shape[0]):
@@ -40,21 +41,21 @@ def solve_batch(h0, w_t, w_h, bias, method, times, out, nfe):
         for i in range(times.size - 1):
             t0, t1 = times[i], times[i + 1]
             dt = t1 - t0
-            evaluate(t0, y0, w_t, w_h, bias, k1)
+            evaluate(t0, y0, w_t, w_h, bias, k1, active)
             if method == EULER:
                 y0 = y0 + dt * k1
             elif method == MIDPOINT:
                 half = 0.5 * dt
                 y[:] = y0 + k1 * half
-                evaluate(t0 + half, y, w_t, w_h, bias, k2)
+                evaluate(t0 + half, y, w_t, w_h, bias, k2, active)
                 y0 = y0 + dt * k2
             else:
                 y[:] = y0 + dt * k1 * third
-                evaluate(t0 + dt * third, y, w_t, w_h, bias, k2)
+                evaluate(t0 + dt * third, y, w_t, w_h, bias, k2, active)
                 y[:] = y0 + dt * (k2 - k1 * third)
-                evaluate(t0 + dt * two_thirds, y, w_t, w_h, bias, k3)
+                evaluate(t0 + dt * two_thirds, y, w_t, w_h, bias, k3, active)
                 y[:] = y0 + dt * (k1 - k2 + k3)
-                evaluate(t1, y, w_t, w_h, bias, k4)
+                evaluate(t1, y, w_t, w_h, bias, k4, active)
                 y0 = y0 + (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
         out[b] = y0
         nfe[b] = (times.size - 1) * (1 if method == EULER else 2 if method == MIDPOINT else 4)
