@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from service.api import classify, oip, ops
+from service.api.lean import lean_routes
 from service.batching import Overloaded, Timeout
 from service.errors import problem, unexpected_error, validation_error
 from service.guard import Guard
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        form_limits={"max_files": 2, "max_fields": 0})
     app.include_router(oip.router, max_body_size=settings.predict_body_bytes)
     app.include_router(ops.router, max_body_size=settings.max_body_bytes)
+    app.router.routes[0:0] = lean_routes(settings)  # matched first: service.api.lean
 
     def openapi() -> dict:
         """FastAPI's schema, plus the StripRequest body that /predict/strip reads in its workers."""

@@ -247,3 +247,38 @@ def test_models_show_each_models_input(client):
     context = cards["context-odenet"]
     assert context["input_kind"] == "context" and context["input_size"] == 176
     assert context["input"]["rr_fields"][:2] == ["pre_rr", "post_rr"] and "selection" in context
+
+
+def test_the_lean_routes_answer_as_fastapis_own(client, fixture_beats, context_beats_208):
+    """POST /predict and /v2 infer are matched first by plain Starlette routes (service.api.lean);
+    the same requests through FastAPI's routes alone get the same statuses and bodies."""
+    from service.api.lean import LeanRoute
+
+    assert isinstance(client.app.router.routes[0], LeanRoute)
+    plain_app = create_app(Settings(models_dir=MODELS, max_beats_per_request=512))
+    plain_app.router.routes[:] = [r for r in plain_app.router.routes if not isinstance(r, LeanRoute)]
+    beats = fixture_beats.beats[:3].tolist()
+    oip = {"inputs": [{"name": "beats", "shape": [2, 187], "datatype": "FP32", "data": sum(beats[:2], [])}],
+           "parameters": {"rtol": 1e-4}}
+    requests = [
+        ("/predict", {"model": "odenet", "beats": beats, "solver": {"rtol": 1e-4, "atol": 1e-5}}),
+        ("/predict", {"model": "resnet", "beats": beats}),
+        ("/predict", {"context_beats": context_beats_208[1][:2]}),
+        ("/predict", {"model": "context-odenet", "beats": beats}),  # refused inside the endpoint
+        ("/predict", {"model": "odenet", "beats": [[2.0] * 187]}),  # refused by the body model
+        ("/predict", {"beats": beats, "solver": {"method": "rk4", "step_size": 1e-9}}),
+        ("/v2/models/odenet/infer", oip),
+        ("/v2/models/odenet/versions/1/infer", oip),
+        ("/v2/models/nothing/infer", oip),
+    ]
+    with TestClient(plain_app) as plain:
+        for path, body in requests:
+            lean_answer, plain_answer = client.post(path, json=body), plain.post(path, json=body)
+            assert lean_answer.status_code == plain_answer.status_code, (path, body)
+            got, expected = lean_answer.json(), plain_answer.json()
+            for answer in (got, expected):
+                answer.pop("latency_ms", None)
+            assert got == expected, (path, body)
+        malformed = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+        assert malformed.json() == plain.post("/predict", content=b"{not json",
+                                              headers={"content-type": "application/json"}).json()
