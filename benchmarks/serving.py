@@ -9,12 +9,13 @@
    LitServe, BentoML), each in its own virtual environment; optionally the service as it was at
    an earlier git revision (--baseline REF), for "today's" throughput.
 3. Over HTTP, 256-beat binary OIP requests.
+4. The ODE-Net's single-beat rows again with one server process per core (ECG_WORKERS).
 
 Prints throughput (beats/s), p50 and p99, and our ratios against each peer. Every peer's answer
 is checked against ours before it is timed. Speed claims are ratios within one run: this
 machine is shared and noisy.
 Usage: python benchmarks/serving.py [--resnet NAME] [--odenet NAME] [--seconds 8] [--no-peers]
-                                    [--baseline REF]
+                                    [--workers N] [--baseline REF]
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8, help="per load level")
     parser.add_argument("--reps", type=int, default=300, help="in-process calls per case at batch 1")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="server processes of the last table")
     parser.add_argument("--baseline", default=None, help="git revision of an earlier release to load the same way")
     args = parser.parse_args()
     if not loadgen.available():
@@ -234,6 +236,13 @@ def main() -> None:
                    target(f"ours {args.odenet}, OIP binary, 256 beats", ours, f"/v2/models/{args.odenet}/infer",
                           lambda b: oip_body(b, True, solver), 256, "application/octet-stream")]
         load_table(batches, args.seconds, "Over HTTP: 256 beats per request", concurrency=(1, 4))
+        stop(process)
+        process, ours = start_service({"models_dir": args.models, "max_requests_in_flight": 1024,
+                                       "workers": args.workers})
+        for target in ours_odenet:
+            target.url = ours
+        load_table(ours_odenet, args.seconds, f"Over HTTP: the ODE-Net, one beat per request, {args.workers} server "
+                                              "processes (ECG_WORKERS)")
     finally:
         for b in bodies:
             b.remove()
@@ -267,10 +276,15 @@ def baseline_release(args, beats: np.ndarray) -> None:
     bodies = [loadgen.Bodies([json.dumps({"model": "odenet", "beats": [b.round(6).tolist()]}).encode()
                               for b in old_beats])]
     new_process, new_url = start_service({"models_dir": args.models, "max_requests_in_flight": 1024})
+    workers_process, workers_url = start_service({"models_dir": args.models, "max_requests_in_flight": 1024,
+                                                  "workers": args.workers})
     try:
         load_table([Target(f"revision {args.baseline}: odenet, /predict JSON", url, "/predict", bodies[0]),
-                    Target("this revision: odenet, /predict JSON", new_url, "/predict", bodies[0])],
+                    Target("this revision: odenet, /predict JSON", new_url, "/predict", bodies[0]),
+                    Target(f"this revision, {args.workers} processes: odenet, /predict", workers_url, "/predict",
+                           bodies[0])],
                    args.seconds, "Over HTTP: the 187-sample odenet, one beat per request, then and now")
+        stop(workers_process)
         record = ROOT.parent / "shared/data/mitdb/208"
         if record.with_suffix(".dat").exists():
             print("\nA 30-minute record (MIT-BIH 208, 360 Hz) uploaded to /predict/wfdb, median of 3")
@@ -283,6 +297,7 @@ def baseline_release(args, beats: np.ndarray) -> None:
         bodies[0].remove()
         stop(process)
         stop(new_process)
+        stop(workers_process)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await inference.stop()
         finally:
             await workers.stop()
+            metrics.process_exited()
 
     async def overloaded(request, exc: Overloaded):
         return problem(503, f"overloaded: {exc}; retry later", settings.retry_after_s)

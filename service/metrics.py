@@ -1,11 +1,15 @@
 """The service's Prometheus metrics, in one place (base units, histograms, bounded label sets).
 
-Each app owns its CollectorRegistry, so several apps (tests, workers) never collide.
+Each app owns its CollectorRegistry, so several apps (tests) never collide. Under several server
+processes (ECG_WORKERS, service.server) prometheus-client's multiprocess mode keeps every value in
+a shared folder, and the exposition gathers them: any process answers for the whole service.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
@@ -37,7 +41,26 @@ class ServiceMetrics:
             "ecg_batch_size_beats", "Beats per batch run by the predictor (after dynamic batching).",
             ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.in_flight = Gauge(
-            "ecg_http_requests_in_flight", "HTTP requests being served.", registry=r)
+            "ecg_http_requests_in_flight", "HTTP requests being served.", registry=r,
+            multiprocess_mode="livesum")
         self.model_info = Gauge(
             "ecg_model_info", "Loaded models (value 1), with version and backend.",
-            ["model", "version", "backend"], registry=r)
+            ["model", "version", "backend"], registry=r, multiprocess_mode="max")
+
+    @staticmethod
+    def shared() -> bool:
+        """Several server processes share the values (multiprocess mode)."""
+        return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: this process's, or all processes' in multiprocess mode."""
+        if not self.shared():
+            return generate_latest(self.registry)
+        gathered = CollectorRegistry()
+        multiprocess.MultiProcessCollector(gathered)
+        return generate_latest(gathered)
+
+    def process_exited(self) -> None:
+        """In multiprocess mode: this process's live gauges stop counting."""
+        if self.shared():
+            multiprocess.mark_process_dead(os.getpid())

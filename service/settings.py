@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     max_beats_per_request: int = Field(1024, ge=1, description="larger batches get a 422")
     max_batch_beats: int = Field(256, ge=1, description="dynamic batching: most beats one batch gathers")
     max_batch_wait_ms: float = Field(1.5, ge=0, description="dynamic batching: longest wait for more requests")
+    inline_batch_beats: int = Field(64, ge=0, description="dynamic batching: batches of at most this many beats "
+                                    "run on the event loop, larger ones in the model's thread")
     max_queued_beats: int = Field(16384, ge=1, description="beats waiting per model; past it a 503")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none (504 past it)")
     max_request_timeout_s: float = Field(300.0, gt=0, description="longest deadline X-Request-Timeout may ask")
@@ -35,7 +37,9 @@ class Settings(BaseSettings):
     predict_body_bytes: int = Field(8 * MiB, ge=0, description="body limit of /predict and /v2 inference")
     strip_body_bytes: int = Field(96 * MiB, ge=0, description="body limit of /predict/strip and /predict/fhir")
     upload_body_bytes: int = Field(80 * MiB, ge=0, description="body limit of /predict/wfdb")
-    strip_workers: int = Field(1, ge=1, description="processes that analyse strips")
+    workers: int = Field(1, ge=1, le=64, description="server processes on the one port, each with its own "
+                         "models, batcher and in-flight bound (one per core serves the most)")
+    strip_workers: int = Field(1, ge=1, description="processes that analyse strips (per server process)")
     max_waiting_strips: int = Field(8, ge=0, description="strips waiting for a worker; past it a 503")
     api_keys: list[SecretStr] = Field(default_factory=list, description="if set, every route but health and "
                                       "metrics needs one (Authorization: Bearer KEY or X-API-Key: KEY)")

@@ -1,6 +1,6 @@
 """Graceful shutdown under load, on a real uvicorn: SIGTERM flips readiness to 503 at once, the
 server keeps serving for its shutdown delay, then refuses new connections, and every request it
-accepted gets its full answer. None lost."""
+accepted gets its full answer. None lost; with several worker processes too."""
 
 import json
 import signal
@@ -9,18 +9,20 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from conftest import served
 
 CLIENTS = 32
 
 
-def test_sigterm_during_load_loses_no_accepted_request(fixture_beats):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_during_load_loses_no_accepted_request(fixture_beats, workers):
     body = {"beats": fixture_beats.beats[:16].tolist(), "solver": {"rtol": 1e-5, "atol": 1e-5}}
     outcomes: dict[str, str] = {}  # request id -> "ok" | the client's error
     readiness: list[tuple[float, int]] = []
     stop = threading.Event()
-    with served(shutdown_delay_s=1.5, log_level="debug") as (base, process):
+    with served(shutdown_delay_s=1.5, log_level="debug", workers=workers) as (base, process):
         def client():
             with httpx.Client(base_url=base, timeout=30) as http:
                 while not stop.is_set():

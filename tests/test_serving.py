@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import orjson
 import numpy as np
 import pytest
 
@@ -45,8 +46,10 @@ def test_concurrent_single_beats_are_solved_together_and_answer_as_if_alone(serv
 
         def one(beat):
             with httpx.Client(base_url=base, timeout=30) as own:
+                own.get("/healthz")  # connected, as a client that keeps its connection is
+                body = orjson.dumps({"beats": [beat.tolist()]})
                 barrier.wait()
-                return own.post("/predict", json={"beats": [beat.tolist()]})
+                return own.post("/predict", content=body, headers={"content-type": "application/json"})
 
         with ThreadPoolExecutor(64) as pool:
             responses = list(pool.map(one, beats))

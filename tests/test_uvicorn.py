@@ -36,3 +36,55 @@ def test_ecg_serve_answers_over_http_and_logs_each_request_once(fixture_beats):
     assert len(lines) == 3
     assert '"model": "resnet"' in lines[1] and '"beats": 1' in lines[1]
     assert f"{beat[1]:.6f}"[:6] not in output  # no beat data in the logs
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_worker_processes_share_the_port_and_report_metrics_for_the_whole_service(fixture_beats):
+    """ECG_WORKERS=2: two server processes answer on one port; /metrics, whichever worker answers
+    it, counts every request of both; SIGTERM stops the workers and the parent, and the shared
+    metrics folder goes with them."""
+    port = free_port()
+    command = shutil.which("ecg-serve", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS), "ECG_LOG_LEVEL": "warning",
+           "ECG_WORKERS": "2"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen([command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    base = f"http://127.0.0.1:{port}"
+    body = {"model": "resnet", "beats": fixture_beats.beats[:2].tolist()}
+    try:
+        wait_ready(f"{base}/readyz", process)
+        servers = [p for p in children_of(process.pid) if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+        environ = dict(item.split(b"=", 1) for item in open(f"/proc/{servers[0]}/environ", "rb").read().split(b"\0")
+                       if b"=" in item)
+        folder = environ[b"PROMETHEUS_MULTIPROC_DIR"].decode()
+        for _ in range(40):  # fresh connections: the kernel spreads them over both workers
+            assert httpx.post(f"{base}/predict", json=body, timeout=30).status_code == 200
+        for _ in range(6):
+            metrics = httpx.get(f"{base}/metrics", timeout=10).text
+            assert 'ecg_http_request_duration_seconds_count{method="POST",route="/predict",status="200"} 40.0' \
+                in metrics
+            assert 'ecg_beats_classified_total{label="N",model="resnet"}' in metrics
+            assert "ecg_http_requests_in_flight" in metrics
+        counting = {f for f in os.listdir(folder) if f.startswith("counter_")}
+        assert len(counting) == 2, f"both workers answered: {counting}"  # one file per process
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert len(servers) == 2, f"worker processes: {servers}"
+    assert not any(os.path.exists(f"/proc/{p}") for p in servers)
+    assert not os.path.exists(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.registry import ModelRegistry
 
@@ -42,4 +42,4 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus exposition format."""
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
