@@ -9,7 +9,8 @@
    LitServe, BentoML), each in its own virtual environment; optionally the service as it was at
    an earlier git revision (--baseline REF), for "today's" throughput.
 3. Over HTTP, 256-beat binary OIP requests.
-4. The ODE-Net's single-beat rows again with one server process per core (ECG_WORKERS).
+4. The ODE-Net's single-beat rows and the 256-beat rows again with one server process per core
+   (ECG_WORKERS).
 
 Prints throughput (beats/s), p50 and p99, and our ratios against each peer. Every peer's answer
 is checked against ours before it is timed. Speed claims are ratios within one run: this
@@ -239,10 +240,12 @@ def main() -> None:
         stop(process)
         process, ours = start_service({"models_dir": args.models, "max_requests_in_flight": 1024,
                                        "workers": args.workers})
-        for target in ours_odenet:
+        for target in ours_odenet + batches:
             target.url = ours
         load_table(ours_odenet, args.seconds, f"Over HTTP: the ODE-Net, one beat per request, {args.workers} server "
                                               "processes (ECG_WORKERS)")
+        load_table(batches, args.seconds, f"Over HTTP: 256 beats per request, {args.workers} server processes",
+                   concurrency=(1, 4))
     finally:
         for b in bodies:
             b.remove()

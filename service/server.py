@@ -9,9 +9,11 @@ Draining, per server process:
 A second signal during the delay skips straight to step 3; one during step 3 stops at once (as
 uvicorn does).
 
-With ECG_WORKERS > 1 the parent binds the socket, starts the workers (each loads the models and
-serves; the kernel spreads connections among them), passes SIGTERM/SIGINT on to every worker once,
-replaces a worker that dies, and exits when all have drained. Each worker has its own dynamic
+With ECG_WORKERS > 1 the parent checks that the port is free, starts the workers (each loads the
+models and listens on the port with SO_REUSEPORT, so the kernel spreads new connections evenly
+over them: a socket shared by all went 49/19 for 64 connections, as whichever worker was idle
+took them), passes SIGTERM/SIGINT on to every worker once, replaces a worker that dies, and exits
+when all have drained. Each worker has its own dynamic
 batcher, in-flight bound and strip workers. The Prometheus metrics are gathered across workers
 (prometheus-client's multiprocess mode, in a temporary folder removed at exit), so any worker's
 /metrics reports the whole service.
@@ -24,6 +26,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 
@@ -33,6 +36,7 @@ from service.settings import Settings
 
 log = logging.getLogger("service")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it when it is imported
+STARTUP_S = 60.0  # a worker that dies sooner after its start is not replaced: the service stops
 
 
 class DrainingServer(uvicorn.Server):
@@ -61,8 +65,20 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(settings: Settings, sockets=None, parent_pid: int | None = None) -> None:
-    """One server process: the app and its uvicorn server, on `sockets` when given (a worker)."""
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT, which every worker binds alike."""
+    family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                            flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, protocol)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def serve(settings: Settings, parent_pid: int | None = None) -> None:
+    """One server process: the app and its uvicorn server; a worker (parent_pid given) listens on
+    its own SO_REUSEPORT socket."""
     from service.app import create_app  # in a worker, after the parent set the metrics folder
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
@@ -71,6 +87,7 @@ def serve(settings: Settings, sockets=None, parent_pid: int | None = None) -> No
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, timeout_graceful_shutdown=settings.drain_timeout_s)
+    sockets = None if parent_pid is None else [reuse_port_socket(settings.host, settings.port)]
     DrainingServer(config, app, settings.shutdown_delay_s, parent_pid).run(sockets=sockets)
 
 
@@ -81,12 +98,13 @@ class Workers:
         self.settings = settings
         self.context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared by fork
         self.processes: list = []
-        self.stopping = False
+        self.stopping = self.failed = False
 
-    def start_worker(self, sockets):
-        process = self.context.Process(target=serve, args=(self.settings, sockets, os.getpid()),
+    def start_worker(self):
+        process = self.context.Process(target=serve, args=(self.settings, os.getpid()),
                                        name="ecg-worker", daemon=False)
         process.start()
+        process.started = time.monotonic()
         return process
 
     def stop(self, sig, frame) -> None:
@@ -100,28 +118,37 @@ class Workers:
     def run(self) -> int:
         settings = self.settings
         logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+        try:  # held, not listening, for the life of the service: the port is ours, or we stop here
+            held = reuse_port_socket(settings.host, settings.port)
+        except OSError as err:
+            log.error(f"cannot listen on {settings.host}:{settings.port}: {err}")
+            return 1
         owned_dir = MULTIPROCESS_DIR not in os.environ
         if owned_dir:
             os.environ[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix="ecg-metrics-")
-        sockets = [uvicorn.Config("service.app:create_app", host=settings.host, port=settings.port).bind_socket()]
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         try:
-            self.processes = [self.start_worker(sockets) for _ in range(settings.workers)]
+            self.processes = [self.start_worker() for _ in range(settings.workers)]
             log.info(f"serving on {settings.host}:{settings.port} with {settings.workers} worker processes")
             while any(p.is_alive() for p in self.processes) or not self.stopping:
                 for i, process in enumerate(self.processes):
                     if not process.is_alive() and not self.stopping:
                         self.mark_dead(process.pid)
+                        if time.monotonic() - process.started < STARTUP_S:  # it would fail again
+                            log.error(f"worker {process.pid} exited with {process.exitcode} while starting; "
+                                      "stopping the service")
+                            self.stop(signal.SIGTERM, None)
+                            self.failed = True
+                            continue
                         log.error(f"worker {process.pid} exited with {process.exitcode}; starting another")
-                        self.processes[i] = self.start_worker(sockets)
+                        self.processes[i] = self.start_worker()
                 time.sleep(0.2)
             for process in self.processes:
                 process.join()
-            return 0
+            return 1 if self.failed else 0
         finally:
-            for sock in sockets:
-                sock.close()
+            held.close()
             if owned_dir:
                 shutil.rmtree(os.environ.pop(MULTIPROCESS_DIR), ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -88,3 +89,17 @@ def test_worker_processes_share_the_port_and_report_metrics_for_the_whole_servic
     assert len(servers) == 2, f"worker processes: {servers}"
     assert not any(os.path.exists(f"/proc/{p}") for p in servers)
     assert not os.path.exists(folder)
+
+
+def test_worker_processes_refuse_a_port_in_use_at_once():
+    port = free_port()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    command = shutil.which("ecg-serve", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS), "ECG_WORKERS": "2"}
+    try:
+        finished = subprocess.run([command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert finished.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in finished.stdout + finished.stderr
