@@ -15,9 +15,10 @@ beat each cost a few solves, not 64.
 
 One batch per model runs at a time. A large one runs in a thread of its own: onnxruntime and the
 compiled solver release the GIL, so the event loop keeps parsing and answering meanwhile. A small
-one (at most `inline_beats`, ECG_INLINE_BATCH_BEATS) runs on the event loop itself: 64 beats take
-about a millisecond, less than handing them to a thread and back, and the two threads no longer
-trade the GIL (measured, 64 clients sending one context beat each to the ODE-Net: 2,190/s with
+one runs on the event loop itself: a single beat, or at most `inline_beats` (ECG_INLINE_BATCH_BEATS)
+with the model's default solver settings (a tighter tolerance may cost many times more). 64 beats
+take about a millisecond, less than handing them to a thread and back, and the two threads no
+longer trade the GIL (measured, 64 clients sending one context beat each to the ODE-Net: 2,190/s with
 p99 39 ms through the thread, 2,900/s with p99 25 ms inline; one client: 630/s through the thread,
 800/s inline).
 """
@@ -86,10 +87,11 @@ class ModelBatcher:
     """The queue and the batch loop of one model's predictor."""
 
     def __init__(self, name: str, predictor, arrivals: Arrivals, metrics, max_batch: int = 256,
-                 max_wait_s: float = 0.0015, max_queued_beats: int = 8192, inline_beats: int = 64):
+                 max_wait_s: float = 0.0015, max_queued_beats: int = 8192, inline_beats: int = 64,
+                 default_solver: SolverConfig | None = None):
         self.name, self.predictor, self.arrivals, self.metrics = name, predictor, arrivals, metrics
         self.max_batch, self.max_wait_s, self.max_queued_beats = max_batch, max_wait_s, max_queued_beats
-        self.inline_beats = inline_beats
+        self.inline_beats, self.default_solver = inline_beats, default_solver
         self.queue: deque[Job] = deque()
         self.queued_beats = 0
         self.wakeup = asyncio.Event()
@@ -181,7 +183,8 @@ class ModelBatcher:
         inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([j.inputs for j in batch])
         solver = batch[0].solver
         try:
-            if len(inputs) <= self.inline_beats:  # cheaper inline than through the thread (module docstring)
+            if len(inputs) == 1 or (len(inputs) <= self.inline_beats and solver == self.default_solver):
+                # cheaper inline than through the thread (module docstring)
                 result = self.predictor.predict(inputs, solver)
             else:
                 result = await loop.run_in_executor(self.executor, self.predictor.predict, inputs, solver)

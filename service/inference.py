@@ -37,7 +37,7 @@ class Inference:
         self.batchers = {
             name: ModelBatcher(name, loaded.predictor, self.arrivals, metrics, settings.max_batch_beats,
                                settings.max_batch_wait_ms / 1000, settings.max_queued_beats,
-                               settings.inline_batch_beats)
+                               settings.inline_batch_beats, self.solver_for(None, loaded, ("solver",)))
             for name, loaded in registry.models.items()}
 
     def start(self) -> None:

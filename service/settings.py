@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     max_batch_beats: int = Field(256, ge=1, description="dynamic batching: most beats one batch gathers")
     max_batch_wait_ms: float = Field(1.5, ge=0, description="dynamic batching: longest wait for more requests")
     inline_batch_beats: int = Field(64, ge=0, description="dynamic batching: batches of at most this many beats "
-                                    "run on the event loop, larger ones in the model's thread")
+                                    "with the model's default solver run on the event loop, others in the "
+                                    "model's thread")
     max_queued_beats: int = Field(16384, ge=1, description="beats waiting per model; past it a 503")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none (504 past it)")
     max_request_timeout_s: float = Field(300.0, gt=0, description="longest deadline X-Request-Timeout may ask")
