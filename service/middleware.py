@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import random
+import re
 import time
 
 from starlette.routing import compile_path

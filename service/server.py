@@ -1,5 +1,5 @@
 """Server processes: one uvicorn server per process, draining gracefully on SIGTERM or Ctrl-C,
-and, for more than one core, ECG_WORKERS such processes accepting on one listening socket.
+and, for more than one core, ECG_WORKERS such processes listening on one port.
 
 Draining, per server process:
 1. readiness (/readyz, /v2/health/ready) turns 503 at once, so load balancers stop sending;
@@ -9,14 +9,14 @@ Draining, per server process:
 A second signal during the delay skips straight to step 3; one during step 3 stops at once (as
 uvicorn does).
 
-With ECG_WORKERS > 1 the parent checks that the port is free, starts the workers (each loads the
-models and listens on the port with SO_REUSEPORT, so the kernel spreads new connections evenly
-over them: a socket shared by all went 49/19 for 64 connections, as whichever worker was idle
-took them), passes SIGTERM/SIGINT on to every worker once, replaces a worker that dies, and exits
-when all have drained. Each worker has its own dynamic
-batcher, in-flight bound and strip workers. The Prometheus metrics are gathered across workers
-(prometheus-client's multiprocess mode, in a temporary folder removed at exit), so any worker's
-/metrics reports the whole service.
+With ECG_WORKERS > 1 the parent holds the port (a taken port stops it at once), starts the
+workers, passes SIGTERM and SIGINT on to each of them, replaces a worker that dies (unless it dies
+while starting: then the service stops, as it would fail again), and exits when all have drained.
+Each worker loads the models and listens on the port with SO_REUSEPORT, so the kernel spreads new
+connections evenly over them (one socket shared by all split 64 connections 49/19: whichever
+worker was idle took them). Each has its own dynamic batcher, in-flight bound and strip workers.
+The Prometheus metrics are gathered across workers (prometheus-client's multiprocess mode, in a
+temporary folder removed at exit), so any worker's /metrics reports the whole service.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def serve(settings: Settings, parent_pid: int | None = None) -> None:
 
 
 class Workers:
-    """ECG_WORKERS server processes on one listening socket; see the module's docstring."""
+    """ECG_WORKERS server processes on one port; see the module's docstring."""
 
     def __init__(self, settings: Settings):
         self.settings = settings

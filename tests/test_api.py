@@ -4,6 +4,7 @@ import math
 import shutil
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -279,6 +280,12 @@ def test_the_lean_routes_answer_as_fastapis_own(client, fixture_beats, context_b
             for answer in (got, expected):
                 answer.pop("latency_ms", None)
             assert got == expected, (path, body)
-        malformed = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
-        assert malformed.json() == plain.post("/predict", content=b"{not json",
-                                              headers={"content-type": "application/json"}).json()
+        for body, content_type in [(b"{not json", "application/json"),
+                                   (orjson.dumps({"beats": beats}), "text/plain"),
+                                   (orjson.dumps({"beats": beats}), "application/fhir+json; charset=utf-8")]:
+            headers = {"content-type": content_type}
+            lean_answer = client.post("/predict", content=body, headers=headers)
+            plain_answer = plain.post("/predict", content=body, headers=headers)
+            assert lean_answer.status_code == plain_answer.status_code, content_type
+            if lean_answer.status_code != 200:
+                assert lean_answer.json() == plain_answer.json()

@@ -70,8 +70,18 @@ async def infer(request: Request) -> Response:
     return await oip.infer(request, parameters["name"], parameters.get("version"))
 
 
+def declares_json(content_type: str | None) -> bool:
+    """Whether FastAPI would parse a body with this Content-Type as JSON (none, */json, */*+json)."""
+    if not content_type:
+        return True
+    main, _, sub = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 async def predict(request: Request) -> Response:
     body = await request.body()
+    if not declares_json(request.headers.get("content-type")):
+        return Replay(body)
     try:
         parsed = PredictRequest.model_validate_json(body)
     except ValidationError:
