@@ -31,9 +31,8 @@ SCRATCH = 6  # rows: y0, f0, f1 / y, error, y_mid, spare
 @njit(cache=True, inline="always")
 def combine(base, k, count, weights, scale, out):
     """out[:] = base + sum over the first `count` stages of k[j] * (weights[j] * scale); base may be
-    None. Each element is summed in stage order, then added to base (as before a loop over the
-    stages inside the loop over elements), but the stage loop is outside, so every pass is one
-    vectorised axpy over the width instead of a chain of dependent scalar adds."""
+    None. Each element is summed in stage order, then added to base; with the stage loop outside,
+    every pass is one vectorised axpy over the width, not a chain of dependent scalar adds."""
     w = weights[0] * scale
     for i in range(out.size):
         out[i] = k[0, i] * w
@@ -60,7 +59,7 @@ def scaled_rms(values, y0, y1, rtol, atol):
 def solve_beat(h0, w_t, w_h, bias, alpha, beta, c_sol, c_error, mid, fsal, order, rtol, atol, max_steps,
                out, k, scratch, coeff, active):
     """Integrate one beat from t = 0 to 1 into `out`; returns (status, nfe). `k` (stages + 1,
-    width), `scratch` (SCRATCH, width) and `coeff` (5, width) are work space."""
+    width), `scratch` (SCRATCH, width), `coeff` (5, width) and `active` (width,) are work space."""
     width = h0.size
     y0, f0, y, error, y_mid, probe = scratch[0], scratch[1], scratch[2], scratch[3], scratch[4], scratch[5]
     y0[:] = h0
