@@ -120,13 +120,9 @@ class Inference:
         return result
 
     def count(self, loaded: LoadedModel, solver: SolverConfig | None, result: Result) -> None:
-        labels = result.labels
-        if len(labels) == 1:  # the common case, a beat per request: no array pass at all
-            self.metrics.beats.labels(loaded.name, CLASSES[labels[0]]).inc()
-        else:
-            for index, count in enumerate(np.bincount(labels, minlength=len(CLASSES)).tolist()):
-                if count:
-                    self.metrics.beats.labels(loaded.name, CLASSES[index]).inc(count)
+        for index, count in enumerate(np.bincount(result.labels, minlength=len(CLASSES)).tolist()):
+            if count:
+                self.metrics.beats.labels(loaded.name, CLASSES[index]).inc(count)
         if solver is not None and result.nfe is not None:
             histogram = self.metrics.ode_nfe.labels(loaded.name, solver.method)
             for value in result.nfe.tolist():

@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from conftest import MODELS, ROOT, free_port, wait_ready
+from conftest import MODELS, ROOT, free_port, served, wait_ready
 
 
 def test_ecg_serve_answers_over_http_and_logs_each_request_once(fixture_beats):
@@ -53,21 +53,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def test_worker_processes_share_the_port_and_report_metrics_for_the_whole_service(fixture_beats):
+def test_worker_processes_share_the_port_and_report_metrics_for_the_whole_service(fixture_beats, monkeypatch):
     """ECG_WORKERS=2: two server processes answer on one port; /metrics, whichever worker answers
     it, counts every request of both; SIGTERM stops the workers and the parent, and the shared
     metrics folder goes with them."""
-    port = free_port()
-    command = shutil.which("ecg-serve", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS), "ECG_LOG_LEVEL": "warning",
-           "ECG_WORKERS": "2"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen([command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    base = f"http://127.0.0.1:{port}"
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # the service makes its own
     body = {"model": "resnet", "beats": fixture_beats.beats[:2].tolist()}
-    try:
-        wait_ready(f"{base}/readyz", process)
+    with served(workers=2) as (base, process):
         servers = [p for p in children_of(process.pid) if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
         environ = dict(item.split(b"=", 1) for item in open(f"/proc/{servers[0]}/environ", "rb").read().split(b"\0")
                        if b"=" in item)
@@ -82,9 +74,6 @@ def test_worker_processes_share_the_port_and_report_metrics_for_the_whole_servic
             assert "ecg_http_requests_in_flight" in metrics
         counting = {f for f in os.listdir(folder) if f.startswith("counter_")}
         assert len(counting) == 2, f"both workers answered: {counting}"  # one file per process
-    finally:
-        process.terminate()
-        process.communicate(timeout=60)
     assert process.returncode == 0
     assert len(servers) == 2, f"worker processes: {servers}"
     assert not any(os.path.exists(f"/proc/{p}") for p in servers)
