@@ -87,22 +87,23 @@ def main() -> None:
         if pid:
             threading.Thread(target=sample, daemon=True).start()
         if args.mode == "overload":
-            result = loadgen.run(base, path, bodies, args.connections, args.seconds or 30, args.deadline)
+            result = loadgen.run(base, path, bodies, args.connections, args.seconds or 30, args.deadline,
+                                     count_statuses=True)
             report(f"past capacity, {args.connections} connections", result, args.deadline)
         else:
-            probe = loadgen.run(base, path, bodies, 64, 15, args.deadline)
+            probe = loadgen.run(base, path, bodies, 64, 15, args.deadline, count_statuses=True)
             capacity = probe.rate(200)
             connections, target = 32, 0.8 * capacity
             # wrk waits pace_ms after each answer: a connection's cycle is pace + latency, so the
             # pace is calibrated by a short run at the target rate.
             cycle_ms = 1000 * connections / target
-            calibration = loadgen.run(base, path, bodies, connections, 10, args.deadline, cycle_ms)
+            calibration = loadgen.run(base, path, bodies, connections, 10, args.deadline, cycle_ms, True)
             pace_ms = max(cycle_ms - calibration.p50_ms, 0.0)
             print(f"capacity {capacity:.0f} served/s (15 s, 64 connections); soak at ~{target:.0f}/s: "
                   f"{connections} connections, each waiting {pace_ms:.1f} ms after an answer "
                   f"(p50 latency {calibration.p50_ms:.1f} ms at that rate)")
             memory[:] = [rss_mib(pid)] if pid else []
-            result = loadgen.run(base, path, bodies, connections, args.seconds or 600, args.deadline, pace_ms)
+            result = loadgen.run(base, path, bodies, connections, args.seconds or 600, args.deadline, pace_ms, True)
             report(f"soak, {(args.seconds or 600) / 60:.0f} min", result, args.deadline)
         sampling.set()
         if pid:

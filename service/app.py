@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from service.api import classify, oip, ops
-from service.api.lean import lean_routes
+from service.api.lean import LeanApp, lean_routes
 from service.batching import Overloaded, Timeout
 from service.errors import problem, unexpected_error, validation_error
 from service.guard import Guard
@@ -93,13 +93,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["connection"] = "close"  # stop reading the rest of it
         return response
 
-    app = FastAPI(
+    app = LeanApp(
         title="ECG heartbeat classifier",
         version="1.1.0",
         description="Classifies ECG beats into the AAMI classes N, S, V, F, Q with ODE-Nets and ResNets "
                     "trained on MIT-BIH: 187-sample beats, context beats (window, template and RR "
                     "intervals) or whole strips; also over the Open Inference Protocol (/v2).",
         lifespan=lifespan,
+        lean_routes=lean_routes(settings),
         exception_handlers={RequestValidationError: validation_error, Overloaded: overloaded,
                             WorkerFailed: worker_failed, Timeout: timed_out, HTTPException: http_error,
                             Exception: unexpected_error},
@@ -119,7 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        form_limits={"max_files": 2, "max_fields": 0})
     app.include_router(oip.router, max_body_size=settings.predict_body_bytes)
     app.include_router(ops.router, max_body_size=settings.max_body_bytes)
-    app.router.routes[0:0] = lean_routes(settings)  # matched first: service.api.lean
 
     def openapi() -> dict:
         """FastAPI's schema, plus the StripRequest body that /predict/strip reads in its workers."""

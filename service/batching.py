@@ -89,13 +89,16 @@ class ModelBatcher:
     def __init__(self, name: str, predictor, arrivals: Arrivals, metrics, max_batch: int = 256,
                  max_wait_s: float = 0.0015, max_queued_beats: int = 8192, inline_beats: int = 64,
                  default_solver: SolverConfig | None = None):
-        self.name, self.predictor, self.arrivals, self.metrics = name, predictor, arrivals, metrics
+        self.name, self.predictor, self.arrivals = name, predictor, arrivals
         self.max_batch, self.max_wait_s, self.max_queued_beats = max_batch, max_wait_s, max_queued_beats
         self.inline_beats, self.default_solver = inline_beats, default_solver
         self.queue: deque[Job] = deque()
         self.queued_beats = 0
         self.wakeup = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self.waits = metrics.queue_wait.labels(name)  # this model's histograms, looked up once
+        self.sizes = metrics.batch_size.labels(name)
+        self.latencies = metrics.inference_latency.labels(name)
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -179,7 +182,7 @@ class ModelBatcher:
     async def execute(self, batch: list[Job], loop) -> None:
         started = time.monotonic()
         for job in batch:
-            self.metrics.queue_wait.labels(self.name).observe(started - job.enqueued)
+            self.waits.observe(started - job.enqueued)
         inputs = batch[0].inputs if len(batch) == 1 else np.concatenate([j.inputs for j in batch])
         solver = batch[0].solver
         try:
@@ -193,15 +196,16 @@ class ModelBatcher:
                 if not job.future.done():
                     job.future.set_exception(err)
             return
-        self.metrics.batch_size.labels(self.name).observe(len(inputs))
-        self.metrics.inference_latency.labels(self.name).observe(result.seconds)
+        self.sizes.observe(len(inputs))
+        self.latencies.observe(result.seconds)
+        failed = result.status is not None and result.status.any()
         start = 0
         for job in batch:
             part = result.part(start, start + len(job.inputs))
             start += len(job.inputs)
             if job.future.done():
                 continue
-            error = failure(part.status, solver) if part.status is not None else None
+            error = failure(part.status, solver) if failed else None
             if error is not None:
                 job.future.set_exception(error)
             else:

@@ -5,6 +5,7 @@ batcher in chunks, and count what happened."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class Result:
     nfe: np.ndarray | None  # (n,) per beat; ODE models only
     seconds: float  # time in the predictor
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
 
@@ -34,10 +35,13 @@ class Inference:
     def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServiceMetrics):
         self.settings, self.registry, self.metrics = settings, registry, metrics
         self.arrivals = Arrivals()
+        self.default_solvers = {}  # filled once, below: model -> its default solver settings (frozen)
+        self.default_solvers = {name: self.solver_for(None, loaded, ("solver",))
+                                for name, loaded in registry.models.items()}
         self.batchers = {
             name: ModelBatcher(name, loaded.predictor, self.arrivals, metrics, settings.max_batch_beats,
                                settings.max_batch_wait_ms / 1000, settings.max_queued_beats,
-                               settings.inline_batch_beats, self.solver_for(None, loaded, ("solver",)))
+                               settings.inline_batch_beats, self.default_solvers[name])
             for name, loaded in registry.models.items()}
 
     def start(self) -> None:
@@ -75,6 +79,8 @@ class Inference:
 
     def solver_for(self, requested: dict | None, loaded: LoadedModel, where: tuple) -> SolverConfig | None:
         """Validate solver settings (only the fields the client set) against the model and bounds."""
+        if not requested and loaded.name in self.default_solvers:
+            return self.default_solvers[loaded.name]
         settings = self.settings
         if not loaded.predictor.is_ode:
             if requested:
@@ -110,7 +116,9 @@ class Inference:
                 parts.append(await batcher.predict(inputs[start:start + chunk], solver, deadline))
             except SolverError as err:
                 raise invalid(solver_loc, f"{err}; loosen rtol/atol or use a fixed-step method") from err
-        if parts:
+        if len(parts) == 1:
+            probabilities, nfe = parts[0].probabilities, parts[0].nfe if solver is not None else None
+        elif parts:
             probabilities = np.concatenate([p.probabilities for p in parts])
             nfe = None if solver is None else np.concatenate([p.nfe for p in parts])
         else:
@@ -122,8 +130,8 @@ class Inference:
     def count(self, loaded: LoadedModel, solver: SolverConfig | None, result: Result) -> None:
         for index, count in enumerate(np.bincount(result.labels, minlength=len(CLASSES)).tolist()):
             if count:
-                self.metrics.beats.labels(loaded.name, CLASSES[index]).inc(count)
+                self.metrics.child(self.metrics.beats, loaded.name, CLASSES[index]).inc(count)
         if solver is not None and result.nfe is not None:
-            histogram = self.metrics.ode_nfe.labels(loaded.name, solver.method)
+            histogram = self.metrics.child(self.metrics.ode_nfe, loaded.name, solver.method)
             for value in result.nfe.tolist():
                 histogram.observe(value)

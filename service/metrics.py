@@ -46,6 +46,16 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "ecg_model_info", "Loaded models (value 1), with version and backend.",
             ["model", "version", "backend"], registry=r, multiprocess_mode="max")
+        self.children: dict = {}
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), kept for the next request: labels() takes a lock and checks its
+        arguments on every call, a few microseconds each, several times per request."""
+        key = (metric, labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*labels)
+        return found
 
     @staticmethod
     def shared() -> bool:

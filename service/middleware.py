@@ -98,7 +98,7 @@ class RequestBookkeeping:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_template(scope)
-            self.metrics.http_duration.labels(route, scope["method"], str(status)).observe(elapsed)
+            self.metrics.child(self.metrics.http_duration, route, scope["method"], str(status)).observe(elapsed)
             if log.isEnabledFor(logging.INFO):
                 entry = {"event": "request", "request_id": rid, "method": scope["method"], "route": route,
                          "status": status, "duration_ms": round(1000 * elapsed, 3), **state.get("log", {})}

@@ -251,13 +251,11 @@ def test_models_show_each_models_input(client):
 
 
 def test_the_lean_routes_answer_as_fastapis_own(client, fixture_beats, context_beats_208):
-    """POST /predict and /v2 infer are matched first by plain Starlette routes (service.api.lean);
-    the same requests through FastAPI's routes alone get the same statuses and bodies."""
-    from service.api.lean import LeanRoute
-
-    assert isinstance(client.app.router.routes[0], LeanRoute)
+    """POST /predict and /v2 infer go through the lean stack and routes (service.api.lean); the same
+    requests through FastAPI's stack and routes alone get the same statuses and bodies."""
+    assert client.app.lean_router.routes
     plain_app = create_app(Settings(models_dir=MODELS, max_beats_per_request=512))
-    plain_app.router.routes[:] = [r for r in plain_app.router.routes if not isinstance(r, LeanRoute)]
+    plain_app.lean_router.routes.clear()
     beats = fixture_beats.beats[:3].tolist()
     oip = {"inputs": [{"name": "beats", "shape": [2, 187], "datatype": "FP32", "data": sum(beats[:2], [])}],
            "parameters": {"rtol": 1e-4}}
@@ -289,3 +287,10 @@ def test_the_lean_routes_answer_as_fastapis_own(client, fixture_beats, context_b
             assert lean_answer.status_code == plain_answer.status_code, content_type
             if lean_answer.status_code != 200:
                 assert lean_answer.json() == plain_answer.json()
+    # without any of FastAPI's routes, valid requests are still answered: by the lean routes
+    lean_only = create_app(Settings(models_dir=MODELS))
+    lean_only.router.routes.clear()
+    with TestClient(lean_only) as only:
+        assert only.post("/predict", json=requests[0][1]).status_code == 200
+        assert only.post("/v2/models/odenet/infer", json=oip).status_code == 200
+        assert only.post("/predict", json={"beats": [[2.0] * 187]}).status_code == 404  # handed to FastAPI's

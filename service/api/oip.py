@@ -204,10 +204,10 @@ def read_tensor(header: dict, binary: memoryview, loaded: LoadedModel, limit: in
         if values.size != count:
             raise OIPError(400, f"input {INPUT!r} has {values.size} values; shape {shape} needs {count}")
     beats = values.reshape(shape[0], width)
-    if not np.all(np.isfinite(beats)):
-        raise OIPError(400, f"input {INPUT!r} holds NaN or infinite values")
     low, high = (0.0, 1.0) if loaded.input_kind == "beat" else (-100.0, 100.0)
-    if beats.min() < low or beats.max() > high:
+    if not (low <= beats.min() and beats.max() <= high):  # False for NaN too (min and max propagate it)
+        if not np.all(np.isfinite(beats)):
+            raise OIPError(400, f"input {INPUT!r} holds NaN or infinite values")
         raise OIPError(400, f"input {INPUT!r} values must lie in [{low:g}, {high:g}]")
     return np.ascontiguousarray(beats)
 
