@@ -24,7 +24,7 @@ from service.api import classify, oip, ops
 from service.api.lean import LeanApp, lean_routes
 from service.batching import Overloaded, Timeout
 from service.errors import problem, unexpected_error, validation_error
-from service.guard import Guard
+from service.guard import Admitted, Guard
 from service.inference import Inference
 from service.metrics import ServiceMetrics
 from service.middleware import RequestBookkeeping
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.add_middleware(Guard, settings=settings)
+    app.add_middleware(Guard, settings=settings, admitted=Admitted())  # one count for both stacks
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type", "x-api-key", "x-request-timeout",

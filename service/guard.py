@@ -48,11 +48,18 @@ def api_key_of(headers) -> bytes | None:
     return None
 
 
+class Admitted:
+    """Requests admitted and not yet answered: one count for every stack a Guard is built into
+    (FastAPI's and the hot paths', service.api.lean), so the bound holds for the whole app."""
+
+    def __init__(self):
+        self.count = 0
+
+
 class Guard:
-    def __init__(self, app, settings: Settings):
-        self.app, self.settings = app, settings
+    def __init__(self, app, settings: Settings, admitted: Admitted):
+        self.app, self.settings, self.admitted = app, settings, admitted
         self.keys = [k.get_secret_value().encode() for k in settings.api_keys]
-        self.in_flight = 0
 
     def authorised(self, scope) -> bool:
         given = api_key_of(scope.get("headers", ())) or b""
@@ -73,17 +80,18 @@ class Guard:
             return await respond(send, 401, "missing or invalid API key",
                                  [(b"www-authenticate", b'Bearer realm="ecg"')])
         retry = [(b"retry-after", str(max(1, math.ceil(self.settings.retry_after_s))).encode())]
-        if self.in_flight >= self.settings.max_requests_in_flight:
-            return await respond(send, 503, f"overloaded: {self.in_flight} requests in flight (limit "
+        admitted = self.admitted
+        if admitted.count >= self.settings.max_requests_in_flight:
+            return await respond(send, 503, f"overloaded: {admitted.count} requests in flight (limit "
                                  f"{self.settings.max_requests_in_flight}); retry later", retry)
         inference = getattr(scope["app"].state, "inference", None)
         if inference is not None and is_inference(scope["path"]) and inference.saturated():
             return await respond(send, 503, "overloaded: the batching queue is full; retry later", retry)
-        self.in_flight += 1
+        admitted.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            admitted.count -= 1
 
 
 async def respond(send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:

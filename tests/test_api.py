@@ -1,8 +1,10 @@
 """The HTTP contract, against the real ASGI app serving the shipped artefacts."""
 
+import asyncio
 import math
 import shutil
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -248,6 +250,36 @@ def test_models_show_each_models_input(client):
     context = cards["context-odenet"]
     assert context["input_kind"] == "context" and context["input_size"] == 176
     assert context["input"]["rr_fields"][:2] == ["pre_rr", "post_rr"] and "selection" in context
+
+
+def test_one_in_flight_bound_covers_both_stacks():
+    """A request held on FastAPI's stack (a strip whose body is still arriving) counts against the
+    same ECG_MAX_REQUESTS_IN_FLIGHT as the hot paths' stack (service.api.lean): the next /predict
+    is refused, not admitted past the bound."""
+    app = create_app(Settings(models_dir=MODELS, max_requests_in_flight=1))
+
+    async def scenario():
+        gate = asyncio.Event()
+
+        async def slow_body():
+            yield b'{"sampling_rate": 250, '
+            await gate.wait()
+            yield b'"signal": [0.0, 0.1]}'
+
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ecg") as http:
+            held = asyncio.create_task(http.post("/predict/strip", content=slow_body(),
+                                                 headers={"content-type": "application/json"}))
+            await asyncio.sleep(0.2)  # the strip request is admitted and waits for the rest of its body
+            refused = await http.post("/predict", json={"model": "odenet", "beats": [[0.5] * 187]})
+            gate.set()
+            await held
+            admitted = await http.post("/predict", json={"model": "odenet", "beats": [[0.5] * 187]})
+        return refused, admitted
+
+    refused, admitted = asyncio.run(scenario())
+    assert refused.status_code == 503 and "1 requests in flight (limit 1)" in refused.json()["detail"]
+    assert admitted.status_code == 200
 
 
 def test_the_lean_routes_answer_as_fastapis_own(client, fixture_beats, context_beats_208):
