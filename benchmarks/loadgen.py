@@ -1,7 +1,8 @@
 """Load from wrk (Debian package wrk): a C load generator, so the client does not compete with the
 server for a Python interpreter. Closed loop: each connection sends its next request when the last
 one is answered (optionally after a pause), cycling through prepared request bodies (JSON or
-binary); answers are counted by status class (2xx or not), or one by one by status."""
+binary); answers are counted as errors (status 400 and above, as wrk counts them) or not, or one by
+one by status."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ function done(summary, latency, requests)
   local parts = {}
   for status, count in pairs(total) do table.insert(parts, string.format('"%d": %d', status, count)) end
   local e = summary.errors
-  io.write(string.format('RESULT {"statuses": {%s}, "not_2xx": %d, "socket_errors": %d, "requests": %d, ' ..
+  io.write(string.format('RESULT {"statuses": {%s}, "error_statuses": %d, "socket_errors": %d, "requests": %d, ' ..
     '"seconds": %.3f, "p50_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f}\n', table.concat(parts, ", "), e.status,
     e.connect + e.read + e.write + e.timeout, summary.requests, summary.duration / 1e6,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
@@ -66,7 +67,7 @@ end
 @dataclass(frozen=True)
 class Load:
     statuses: dict[int, int]  # per status, when counted (count_statuses)
-    not_2xx: int
+    error_statuses: int  # answers with a status of 400 or above
     socket_errors: int
     requests: int
     seconds: float
@@ -76,11 +77,11 @@ class Load:
 
     @property
     def ok(self) -> int:
-        """Answers with a 2xx status."""
-        return self.requests - self.not_2xx
+        """Answers with a status below 400."""
+        return self.requests - self.error_statuses
 
     def rate(self, status: int | None = None) -> float:
-        """Answers per second: 2xx ones, or those with `status` (count_statuses)."""
+        """Answers per second: those below 400, or those with `status` (count_statuses)."""
         return (self.ok if status is None else self.statuses.get(status, 0)) / self.seconds
 
 

@@ -106,7 +106,7 @@ def load_table(targets: list[Target], seconds: float, title: str, concurrency=CO
     for target in targets:
         for clients in concurrency:
             load = loadgen.run(target.url, target.path, target.bodies, clients, seconds)
-            errors = load.not_2xx + load.socket_errors
+            errors = load.error_statuses + load.socket_errors
             results[target.label, clients] = load
             print(f"{target.label:52} {clients:7d} {load.rate() * target.beats:10.0f} {load.p50_ms:8.2f} "
                   f"{load.p99_ms:8.2f} {errors:6d}")
