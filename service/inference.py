@@ -35,8 +35,8 @@ class Inference:
     def __init__(self, settings: Settings, registry: ModelRegistry, metrics: ServiceMetrics):
         self.settings, self.registry, self.metrics = settings, registry, metrics
         self.arrivals = Arrivals()
-        self.default_solvers = {}  # filled once, below: model -> its default solver settings (frozen)
-        self.default_solvers = {name: self.solver_for(None, loaded, ("solver",))
+        # model -> its default solver settings (frozen), checked once: most requests set none
+        self.default_solvers = {name: self.checked_solver(None, loaded, ("solver",))
                                 for name, loaded in registry.models.items()}
         self.batchers = {
             name: ModelBatcher(name, loaded.predictor, self.arrivals, metrics, settings.max_batch_beats,
@@ -78,9 +78,13 @@ class Inference:
         return loaded
 
     def solver_for(self, requested: dict | None, loaded: LoadedModel, where: tuple) -> SolverConfig | None:
-        """Validate solver settings (only the fields the client set) against the model and bounds."""
-        if not requested and loaded.name in self.default_solvers:
+        """The solver settings of a request (only the fields the client set), checked against the
+        model and the service's bounds."""
+        if not requested:
             return self.default_solvers[loaded.name]
+        return self.checked_solver(requested, loaded, where)
+
+    def checked_solver(self, requested: dict | None, loaded: LoadedModel, where: tuple) -> SolverConfig | None:
         settings = self.settings
         if not loaded.predictor.is_ode:
             if requested:
