@@ -9,8 +9,8 @@ mkdir -p models/logs
 # in build/cv); where those results are here, each context card records them as its "selection".
 selection=""
 if compgen -G "build/cv/*.json" >/dev/null; then selection="--selection $(echo build/cv/*.json)"; fi
-ode_recipe="--model odenet --preset context --set epochs=6 --set logit_bias=S:-1,V:-2.5,F:-2"
-resnet_recipe="--model resnet --preset context --set logit_bias=S:-2,V:-1,F:0.5"
+ode_recipe="--model odenet --preset context --set epochs=6 --set logit_bias=S:-0.5,V:-0.5,F:1"
+resnet_recipe="--model resnet --preset context --set logit_bias=S:-1.5,V:-2.5,F:-1"
 lane() {
   for job in "$@"; do
     set -- $job

@@ -159,17 +159,22 @@ class ContextEncoder(nn.Module):
     """A context beat (service.context): conv stages over two waves (by default the window and the
     patient's template; `waves` may swap one for their difference), a small layer over the RR
     features, fused into the 64-dim state. Input: (n, CONTEXT_INPUT) = window, template, RR
-    features, one array for every backend."""
+    features, one array for every backend. `rr_hidden` > 0 puts a hidden layer of that width in the
+    RR branch, so the RR features are combined non-linearly before they meet the 320 morphology
+    features (the shipped context models: 32, chosen by cross-validation; older cards: none)."""
 
     def __init__(self, width: int, channels: int = 16, rr_width: int = 16, dropout: float = 0.1,
-                 waves: str = WAVES[0]):
+                 waves: str = WAVES[0], rr_hidden: int = 0):
         super().__init__()
         if waves not in WAVES:
             raise ValueError(f"unknown waves {waves!r}; choose from {WAVES}")
         self.waves = waves
         stages, features = conv_stages(WINDOW_LENGTH, channels, waves.count("+") + 1)
         self.window = nn.Sequential(*stages)
-        self.rr = nn.Sequential(nn.Linear(len(RR_FEATURES), rr_width), nn.ReLU())
+        rr_layers = [nn.Linear(len(RR_FEATURES), rr_width), nn.ReLU()]  # drawn first in every case: seeded
+        if rr_hidden:  # runs (the shipped cards, their cross-validation) keep their initial weights
+            rr_layers = [nn.Linear(len(RR_FEATURES), rr_hidden), nn.ReLU(), nn.Linear(rr_hidden, rr_width), nn.ReLU()]
+        self.rr = nn.Sequential(*rr_layers)
         self.fuse = nn.Sequential(nn.Dropout(dropout), nn.Linear(features + rr_width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,6 +196,7 @@ class Architecture:
     dropout: float = 0.1  # conv and context encoders only
     adjoint: bool = False  # ODE-Net training only
     waves: str = WAVES[0]  # context encoder: which waves the convolutions read
+    rr_hidden: int = 0  # context encoder: width of the RR branch's hidden layer (0: none)
     classes: tuple[str, ...] = field(default=CLASSES)
 
     @property
@@ -222,7 +228,8 @@ class BeatClassifier(nn.Module):
         elif arch.encoder == "conv":
             self.encoder = conv_encoder(arch.width, arch.channels, arch.dropout)
         elif arch.encoder == "context":
-            self.encoder = ContextEncoder(arch.width, arch.channels, dropout=arch.dropout, waves=arch.waves)
+            self.encoder = ContextEncoder(arch.width, arch.channels, dropout=arch.dropout, waves=arch.waves,
+                                          rr_hidden=arch.rr_hidden)
         else:
             raise ValueError(f"unknown encoder {arch.encoder!r}")
         if arch.body == "resnet":

@@ -40,6 +40,22 @@ def test_round_trip_gives_the_same_outputs(tmp_path, fixture_beats, body, encode
         assert torch.equal(model(beats), loaded(beats))
 
 
+def test_a_context_card_from_before_the_rr_hidden_layer_still_loads(tmp_path):
+    """Cards written before `rr_hidden` existed have no such key: they load with the one-layer RR branch."""
+    torch.manual_seed(0)
+    model = BeatClassifier(Architecture(body="odenet", encoder="context")).eval()
+    export(model, tmp_path / "old")
+    card_path = tmp_path / "old" / "card.json"
+    card = json.loads(card_path.read_text())
+    del card["architecture"]["rr_hidden"]
+    card_path.write_text(json.dumps(card))
+    loaded, _ = load_model(tmp_path / "old")
+    assert loaded.arch.rr_hidden == 0
+    beats = torch.rand(20, 176) - 0.5
+    with torch.no_grad():
+        assert torch.equal(model(beats), loaded(beats))
+
+
 def test_tampered_weights_are_refused_naming_the_file(tmp_path):
     model = BeatClassifier(Architecture(body="odenet")).eval()
     export(model, tmp_path / "odenet")

@@ -53,6 +53,7 @@ class Recipe:
     waves: str = "window+template"  # context encoder: which waves the convolutions read
     logit_bias: str = ""  # e.g. "S:0.5,V:0" added to the head's bias after training (ecg-crossval --choose-bias)
     rr_features: str = "all"  # "all", or "basic" without log_pre_prev and irregularity (cross-validation)
+    rr_hidden: int = 0  # context encoder: a hidden layer of this width in the RR branch (0: none)
 
     @property
     def input(self) -> str:
@@ -72,7 +73,7 @@ PRESETS = {
     # cross-validation inside DS1 (ecg-crossval; see the README and each card's "selection").
     "context": Recipe(encoder="context", optimizer="adamw", lr=3e-3, epochs=12, batch_size=256, weight_decay=1e-4,
                       schedule="onecycle", class_weighting="sqrt", record_weighting=0.5, variants=3,
-                      channels=16, waves="window+difference"),
+                      channels=16, waves="window+difference", rr_hidden=32),
 }
 
 
@@ -199,7 +200,7 @@ def override(recipe: Recipe, settings: list[str]) -> Recipe:
 
 def architecture(body: str, recipe: Recipe, adjoint: bool = False) -> Architecture:
     return Architecture(body=body, encoder=recipe.encoder, channels=recipe.channels, dropout=recipe.dropout,
-                        adjoint=adjoint, waves=recipe.waves)
+                        adjoint=adjoint, waves=recipe.waves, rr_hidden=recipe.rr_hidden)
 
 
 def input_card(arch: Architecture) -> dict:
