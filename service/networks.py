@@ -171,8 +171,10 @@ class ContextEncoder(nn.Module):
         self.waves = waves
         stages, features = conv_stages(WINDOW_LENGTH, channels, waves.count("+") + 1)
         self.window = nn.Sequential(*stages)
-        rr_layers = [nn.Linear(len(RR_FEATURES), rr_width), nn.ReLU()]  # drawn first in every case: seeded
-        if rr_hidden:  # runs (the shipped cards, their cross-validation) keep their initial weights
+        # The one-layer branch is drawn first in every case (and replaced when rr_hidden is set), so
+        # a seeded run gives the weights of the shipped cards and of their cross-validation runs.
+        rr_layers = [nn.Linear(len(RR_FEATURES), rr_width), nn.ReLU()]
+        if rr_hidden:
             rr_layers = [nn.Linear(len(RR_FEATURES), rr_hidden), nn.ReLU(), nn.Linear(rr_hidden, rr_width), nn.ReLU()]
         self.rr = nn.Sequential(*rr_layers)
         self.fuse = nn.Sequential(nn.Dropout(dropout), nn.Linear(features + rr_width, width))
