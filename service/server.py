@@ -14,7 +14,8 @@ workers, passes SIGTERM and SIGINT on to each of them, replaces a worker that di
 while starting: then the service stops, as it would fail again), and exits when all have drained.
 Each worker loads the models and listens on the port with SO_REUSEPORT, so the kernel spreads new
 connections over them by a hash of each (64 connections split 25/39 to 30/34; one socket shared
-by all split them 49/19: whichever worker was idle took them). Each has its own dynamic batcher, in-flight bound and strip workers.
+by all split them 49/19: whichever worker was idle took them). Each has its own dynamic batcher,
+in-flight bound and strip workers.
 The Prometheus metrics are gathered across workers (prometheus-client's multiprocess mode, in a
 temporary folder removed at exit), so any worker's /metrics reports the whole service.
 """
