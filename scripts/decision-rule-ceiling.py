@@ -60,6 +60,8 @@ def main() -> int:
     parser.add_argument("artefacts", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of MIT-BIH WFDB records")
     args = parser.parse_args()
+    if not args.data.is_dir():
+        parser.error(f"data folder {args.data} not found; pass --data DIR with the MIT-BIH records")
     for folder in args.artefacts:
         model, card = load_network(folder)
         if card["training"]["split"] != "inter":
