@@ -6,7 +6,7 @@ and the same real beats (the bundled MIT-BIH excerpts), dopri5:
 - torchdiffeq odeint, float64, one beat per call: the reference for answers and NFE;
 - torchode 1.0 (per-beat step control in PyTorch; its own initial step and controller);
 - numpy, float64, per-beat step control, all beats advanced together with masks;
-- service.fastode: numba-compiled, float64, one beat at a time (what the service runs).
+- service.models.fastode: numba-compiled, float64, one beat at a time (what the service runs).
 
 For each it prints the time of the body's solve at batch 1 and 256 (p50 of repeated calls; one
 thread), whether each beat's NFE equals the reference's, and the largest difference of the final
@@ -26,10 +26,10 @@ import torch
 from torchdiffeq import odeint
 
 from processes import timed
-from service.artefacts import load_network
-from service.fastode import CompiledODE
-from service.fastode.tableaus import TABLEAUS
-from service.networks import SolverConfig, per_beat_rms_norm
+from service.models.artefacts import load_network
+from service.models.fastode import CompiledODE
+from service.models.fastode.tableaus import TABLEAUS
+from service.models.networks import SolverConfig, per_beat_rms_norm
 from training.data import load_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def main() -> None:
         "torchdiffeq f32, per-beat norm": lambda x: (plain(x, per_beat_rms_norm), None),
         "torchode 1.0 dopri5 (own controller)": with_torchode,
         "numpy f64, per-beat steps": lambda x: numpy_dopri5(x, weight, bias, tol, tol),
-        "service.fastode (numba) f64": lambda x: fast.solve(x, cfg)[:2],
+        "service.models.fastode (numba) f64": lambda x: fast.solve(x, cfg)[:2],
     }
     print(f"{args.model.name}: body solve, dopri5 rtol = atol = {tol:g}, one thread, real beats")
     print(f"{'candidate':40} {'batch 1 ms':>10} {'batch 256 ms':>12} {'beats/s @256':>12} "

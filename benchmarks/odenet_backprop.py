@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from service.networks import Architecture, BeatClassifier
+from service.models.networks import Architecture, BeatClassifier
 from training.data import load_records
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -31,7 +31,7 @@ def rss_mib(pid: int) -> float:
 def request_bodies(model: str) -> tuple[str, loadgen.Bodies]:
     """The route and one JSON body per real beat of the bundled excerpts, in the model's format
     (context beats go to /v2, the route that takes the network input as it is)."""
-    from service.registry import ModelRegistry
+    from service.models.registry import ModelRegistry
     from training.data import load_records
 
     kind = ModelRegistry.load(ROOT / "models").models[model].input_kind

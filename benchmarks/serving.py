@@ -38,8 +38,8 @@ from torchdiffeq import odeint
 
 import loadgen
 from processes import ROOT, free_port, start, start_service, stop, timed
-from service.networks import SolverConfig
-from service.registry import ModelRegistry
+from service.models.networks import SolverConfig
+from service.models.registry import ModelRegistry
 from training.data import load_records
 
 PEERS_DIR = ROOT / "build" / "peers"
@@ -179,7 +179,7 @@ def main() -> None:
 
     registry = ModelRegistry.load(args.models, threads=1)
     resnet, odenet = registry.models[args.resnet], registry.models[args.odenet]
-    from service.artefacts import load_network
+    from service.models.artefacts import load_network
 
     odenet.network, _ = load_network(args.models / args.odenet)
     kind = resnet.input_kind

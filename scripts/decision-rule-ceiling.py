@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts import load_network
-from service.networks import SolverConfig
+from service.models.artefacts import load_network
+from service.models.networks import SolverConfig
 from training.data import load_split
 from training.evaluate import DEFAULT_DATA, predict_probabilities
 

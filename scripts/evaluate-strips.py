@@ -20,9 +20,9 @@ import numpy as np
 import wfdb
 from wfdb import processing
 
-from service.beats import AAMI_GROUPS, CLASSES
-from service.registry import ModelRegistry
-from service.strips import detect_r_peaks, strip_beats
+from service.signal.beats import AAMI_GROUPS, CLASSES
+from service.models.registry import ModelRegistry
+from service.signal.strips import detect_r_peaks, strip_beats
 from training.data import DS1, DS2, LEAD
 
 WINDOW_SECONDS = 0.15

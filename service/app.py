@@ -22,16 +22,16 @@ from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from service.api import classify, oip, ops
 from service.api.lean import LeanApp, lean_routes
-from service.batching import Overloaded, Timeout
+from service.runtime.batching import Overloaded, Timeout
 from service.errors import problem, unexpected_error, validation_error
-from service.guard import Admitted, Guard
-from service.inference import Inference
+from service.admission.guard import Admitted, Guard
+from service.runtime.inference import Inference
 from service.metrics import ServiceMetrics
-from service.middleware import RequestBookkeeping
-from service.registry import ModelRegistry
+from service.admission.middleware import RequestBookkeeping
+from service.models.registry import ModelRegistry
 from service.schemas import StripRequest
 from service.settings import Settings
-from service.strip_worker import StripTask, StripWorkers, WorkerFailed
+from service.runtime.strip_worker import StripTask, StripWorkers, WorkerFailed
 
 log = logging.getLogger("service.app")
 MULTIPART_LIMITS = ("Too many files", "Too many fields", "Part exceeded maximum size")

@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from service.strips import StripError
+from service.signal.strips import StripError
 
 log = logging.getLogger("service.errors")
 MAX_ERRORS = 20

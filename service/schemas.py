@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.beats import BEAT_LENGTH
-from service.context import CONTEXT_FS, RR_FIELDS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH, ContextBeats, network_input
-from service.networks import ADAPTIVE_METHODS, FIXED_STEP_METHODS
+from service.signal.beats import BEAT_LENGTH
+from service.signal.context import CONTEXT_FS, RR_FIELDS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH, ContextBeats, network_input
+from service.models.networks import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 
 Sample = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 Beat = Annotated[list[Sample], Field(min_length=BEAT_LENGTH, max_length=BEAT_LENGTH)]
@@ -39,7 +39,7 @@ WINDOW_MS = f"{1000 * WINDOW_BEFORE / CONTEXT_FS:.0f} ms before to {1000 * WINDO
 
 
 class ContextBeat(BaseModel):
-    """One context beat as service.context.context_beats builds it from a lead and its R-peaks."""
+    """One context beat as service.signal.context.context_beats builds it from a lead and its R-peaks."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -56,7 +56,7 @@ class ContextBeat(BaseModel):
 
 
 def context_inputs(beats: list[ContextBeat]) -> np.ndarray:
-    """Validated context beats -> the network input array, through the shared service.context code."""
+    """Validated context beats -> the network input array, through the shared service.signal.context code."""
     rr = np.array([[np.nan if getattr(b, f) is None else getattr(b, f) for f in RR_FIELDS] for b in beats])
     return network_input(ContextBeats(np.array([b.window for b in beats], dtype=np.float32),
                                       np.array([b.template for b in beats], dtype=np.float32), rr))

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.artefacts import WEIGHTS
-from service.beats import CLASSES
+from service.models.artefacts import WEIGHTS
+from service.signal.beats import CLASSES
 from service.settings import Settings
 from training.data import load_split
 
@@ -204,8 +204,8 @@ def test_a_solve_over_its_step_budget_is_a_422_naming_the_cause(fixture_beats):
 
 @pytest.fixture(scope="module")
 def context_beats_208(fixture_dir):
-    """Context beats of two minutes of record 208 as service.context builds them, and as JSON."""
-    from service.context import RR_FIELDS, context_beats, network_input
+    """Context beats of two minutes of record 208 as service.signal.context builds them, and as JSON."""
+    from service.signal.context import RR_FIELDS, context_beats, network_input
     from training.data import read_record
 
     record = read_record(fixture_dir, "208")

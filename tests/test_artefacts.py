@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.artefacts import ENCODER_ONNX, ONNX, WEIGHTS, ArtefactIntegrityError, load_model, read_card
-from service.networks import Architecture, BeatClassifier
+from service.models.artefacts import ENCODER_ONNX, ONNX, WEIGHTS, ArtefactIntegrityError, load_model, read_card
+from service.models.networks import Architecture, BeatClassifier
 from training.export import write_artefact
 
 from conftest import MODELS, ROOT

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from service.beats import AAMI_GROUPS, BEAT_LENGTH, CLASSES, extract_beats, resample, segment_beats
+from service.signal.beats import AAMI_GROUPS, BEAT_LENGTH, CLASSES, extract_beats, resample, segment_beats
 from training.data import RECORDS, load_records, record_beats
 
 

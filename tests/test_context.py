@@ -1,10 +1,10 @@
-"""Context beats (service.context): the input of the models that generalise across patients."""
+"""Context beats (service.signal.context): the input of the models that generalise across patients."""
 
 import numpy as np
 import pytest
 import wfdb
 
-from service.context import (
+from service.signal.context import (
     CONTEXT_INPUT, RR_FEATURES, RR_FIELDS, WINDOW_BEFORE, WINDOW_LENGTH, context_beats, network_input, rr_features,
     rr_intervals,
 )

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from service.artefacts import ENCODER_ONNX, load_model
-from service.fastode import CompiledODE, failure
-from service.fastode.rk_adaptive import SOLVED, STEP_LIMIT
-from service.networks import SolverConfig, SolverStepLimitError
-from service.predictors import ODEPredictor, OnnxGraph
+from service.models.artefacts import ENCODER_ONNX, load_model
+from service.models.fastode import CompiledODE, failure
+from service.models.fastode.rk_adaptive import SOLVED, STEP_LIMIT
+from service.models.networks import SolverConfig, SolverStepLimitError
+from service.models.predictors import ODEPredictor, OnnxGraph
 
 from conftest import MODELS
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from service.networks import (
+from service.models.networks import (
     Architecture, BeatClassifier, SolverConfig, SolverStepLimitError, per_beat_rms_norm,
 )
 

@@ -7,7 +7,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.beats import CLASSES
+from service.signal.beats import CLASSES
 
 from conftest import served
 

@@ -7,7 +7,7 @@ import torch
 
 import numpy as np
 
-from service.networks import Architecture, BeatClassifier
+from service.models.networks import Architecture, BeatClassifier
 from training.data import load_records
 from training.train import PRESETS, architecture, class_weights, fit, sample_weights
 

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from service.beats import resample
-from service.context import ContextBeats, context_beats
+from service.signal.beats import resample
+from service.signal.context import ContextBeats, context_beats
 
 RATES_HZ = (100, 128, 180, 250, 256, 360, 500, 1000)
 

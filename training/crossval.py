@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from service.context import RR_FEATURES, WINDOW_LENGTH
-from service.networks import BeatClassifier, SolverConfig
+from service.signal.context import RR_FEATURES, WINDOW_LENGTH
+from service.models.networks import BeatClassifier, SolverConfig
 from training.data import BeatSet, load_split
 from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
 from training.train import PRESETS, Recipe, apply_logit_bias, architecture, fit, override

@@ -1,6 +1,6 @@
 """MIT-BIH records -> labelled beats, and the evaluation splits.
 
-Beats come from `service.beats` (187-sample beats) or `service.context` (context beats), the code
+Beats come from `service.signal.beats` (187-sample beats) or `service.signal.context` (context beats), the code
 the service runs on posted strips, so training and serving see identically prepared inputs.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 import wfdb
 from sklearn.model_selection import train_test_split
 
-from service.beats import AAMI_GROUPS, CLASSES, extract_beats
-from service.context import context_beats, network_input
+from service.signal.beats import AAMI_GROUPS, CLASSES, extract_beats
+from service.signal.context import context_beats, network_input
 from training.augment import Augmentation, augmented_context
 
 RECORDS = (
@@ -38,7 +38,7 @@ DS2 = (
 PACED = ("102", "104", "107", "217")
 LEAD = "MLII"
 SPLITS = ("intra", "inter", "all")
-INPUTS = ("beat", "context")  # 187-sample beats (service.beats) or context beats (service.context)
+INPUTS = ("beat", "context")  # 187-sample beats (service.signal.beats) or context beats (service.signal.context)
 INTRA_TEST_FRACTION = 0.2
 
 

@@ -1,8 +1,8 @@
 """Metrics that do not hide behind class N: macro-F1, per-class precision/recall, confusion,
 and for ODE-Nets accuracy and NFE across solver tolerances. Also the `ecg-evaluate` CLI.
 
-ODE-Nets are scored through the path the service runs (service.predictors.ODEPredictor: the
-compiled per-beat solve of service.fastode), with the torch encoder, so a card's figures are the
+ODE-Nets are scored through the path the service runs (service.models.predictors.ODEPredictor: the
+compiled per-beat solve of service.models.fastode), with the torch encoder, so a card's figures are the
 served model's."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from service.artefacts import load_network
-from service.beats import CLASSES
-from service.networks import BeatClassifier, SolverConfig
-from service.predictors import ODEPredictor
+from service.models.artefacts import load_network
+from service.signal.beats import CLASSES
+from service.models.networks import BeatClassifier, SolverConfig
+from service.models.predictors import ODEPredictor
 from training.data import BeatSet, load_split
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)

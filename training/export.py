@@ -3,7 +3,7 @@ everything needed to trust and reproduce it (sha256 of every file).
 
 A ResNet is one fixed graph (model.onnx). An ODE-Net's adaptive solver loops a data-dependent number
 of times, so only its encoder is a graph (encoder.onnx); the service solves the body with
-service.fastode and applies the head itself. `python -m training.export models/NAME` rewrites the
+service.models.fastode and applies the head itself. `python -m training.export models/NAME` rewrites the
 graphs of an existing artefact from its weights and updates its card's digests.
 """
 
@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 
 from torch import nn
 
-from service.artefacts import CARD, ENCODER_ONNX, ONNX, WEIGHTS, load_network, sha256_file
-from service.networks import BeatClassifier
+from service.models.artefacts import CARD, ENCODER_ONNX, ONNX, WEIGHTS, load_network, sha256_file
+from service.models.networks import BeatClassifier
 
 LIBRARIES = ("torch", "torchdiffeq", "numpy", "scipy", "wfdb", "scikit-learn", "onnx", "onnxruntime")
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from service.beats import CLASSES  # noqa: E402
+from service.signal.beats import CLASSES  # noqa: E402
 
 
 def confusion_png(confusion: list[list[int]], title: str, path: Path) -> None:

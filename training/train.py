@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from service.beats import CLASSES
-from service.context import (
+from service.signal.beats import CLASSES
+from service.signal.context import (
     CONTEXT_FS, RR_FEATURES, RR_FIELDS, TEMPLATE_BEATS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH,
 )
-from service.networks import Architecture, BeatClassifier, SolverConfig
+from service.models.networks import Architecture, BeatClassifier, SolverConfig
 from training.augment import Augmentation
 from training.data import SPLITS, BeatSet, data_files, load_split, split_records
 from training.evaluate import DEFAULT_DATA, format_metrics, metrics_key, split_metrics, tolerance_sweep
@@ -207,8 +207,8 @@ def input_card(arch: Architecture) -> dict:
     """What the network reads, for the card and GET /models."""
     if arch.input_kind == "beat":
         return {"kind": "beat", "beat_length": 187, "sampling_rate_hz": 125, "range": [0, 1],
-                "format": "Kachuee et al. 2018 (service.beats)"}
-    return {"kind": "context", "size": arch.input_size, "format": "service.context.network_input",
+                "format": "Kachuee et al. 2018 (service.signal.beats)"}
+    return {"kind": "context", "size": arch.input_size, "format": "service.signal.context.network_input",
             "window": {"samples": WINDOW_LENGTH, "sampling_rate_hz": CONTEXT_FS,
                        "from_ms": -1000 * WINDOW_BEFORE / CONTEXT_FS, "to_ms": 1000 * WINDOW_AFTER / CONTEXT_FS},
             "template_beats": TEMPLATE_BEATS, "waves_read": arch.waves, "rr_fields": list(RR_FIELDS),

@@ -14,16 +14,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from service.beats import CLASSES
+from service.signal.beats import CLASSES
 from service.errors import invalid, strip_invalid
-from service.inference import Inference, Result
-from service.networks import SolverConfig
-from service.registry import LoadedModel
+from service.runtime.inference import Inference, Result
+from service.models.networks import SolverConfig
+from service.models.registry import LoadedModel
 from service.schemas import (
     BeatPrediction, PredictRequest, PredictResponse, SolverReport, StripBeat, StripResponse, StripSummary,
     UploadOptions,
 )
-from service.strip_worker import BodyInvalid, StripAnalysis, StripRejected, StripTask, spool
+from service.runtime.strip_worker import BodyInvalid, StripAnalysis, StripRejected, StripTask, spool
 
 MAX_HEADER_BYTES = 64 * 1024
 

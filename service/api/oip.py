@@ -2,7 +2,7 @@
 Triton's binary tensor data extension, so any OIP client (tritonclient, KServe's) can call us.
 
 Each model has one input tensor "beats", FP32 [n, input_size]: 187-sample beats, or context beats
-as service.context.network_input builds them (window, template, RR features). Outputs:
+as service.signal.context.network_input builds them (window, template, RR features). Outputs:
 "probabilities" FP32 [n, 5], "class_index" INT32 [n], "label" BYTES [n] and, for ODE-Nets, "nfe"
 INT32 [n] (each beat's function evaluations). Solver settings travel in the request's
 `parameters` ("method", "rtol", "atol", "step_size"); Triton's "timeout" parameter (microseconds)
@@ -26,10 +26,10 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.api.classify import log_answer
-from service.batching import Overloaded, Timeout
-from service.beats import CLASSES
-from service.inference import Inference, Result
-from service.registry import LoadedModel
+from service.runtime.batching import Overloaded, Timeout
+from service.signal.beats import CLASSES
+from service.runtime.inference import Inference, Result
+from service.models.registry import LoadedModel
 from service.schemas import SolverRequest
 
 HEADER_LENGTH = "inference-header-content-length"

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.registry import ModelRegistry
+from service.models.registry import ModelRegistry
 
 router = APIRouter()
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from service.beats import BEAT_LENGTH, CLASSES
-from service.context import CONTEXT_INPUT, RR_FEATURES, WINDOW_LENGTH
+from service.signal.beats import BEAT_LENGTH, CLASSES
+from service.signal.context import CONTEXT_INPUT, RR_FEATURES, WINDOW_LENGTH
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
@@ -156,7 +156,7 @@ WAVES = ("window+template", "difference+template", "window+difference", "window"
 
 
 class ContextEncoder(nn.Module):
-    """A context beat (service.context): conv stages over two waves (by default the window and the
+    """A context beat (service.signal.context): conv stages over two waves (by default the window and the
     patient's template; `waves` may swap one for their difference), a small layer over the RR
     features, fused into the 64-dim state. Input: (n, CONTEXT_INPUT) = window, template, RR
     features, one array for every backend. `rr_hidden` > 0 puts a hidden layer of that width in the
@@ -203,7 +203,7 @@ class Architecture:
 
     @property
     def input_kind(self) -> str:
-        """"beat": 187-sample beats (service.beats); "context": context beats (service.context)."""
+        """"beat": 187-sample beats (service.signal.beats); "context": context beats (service.signal.context)."""
         return "context" if self.encoder == "context" else "beat"
 
     @property

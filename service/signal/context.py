@@ -1,6 +1,6 @@
 """Raw ECG + R-peaks -> context beats: the input of the models that generalise across patients.
 
-A beat that starts at its R-peak (service.beats) holds neither its own P wave nor how early it came,
+A beat that starts at its R-peak (service.signal.beats) holds neither its own P wave nor how early it came,
 and those are what tell a supraventricular premature beat from a normal one in a patient the model
 never saw. A context beat is therefore two parts, both computed here for training and serving:
 
@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import butter, sosfiltfilt
 
-from service.beats import resample
+from service.signal.beats import resample
 
 CONTEXT_FS = 125
 WINDOW_BEFORE = 32  # samples at 125 Hz: 256 ms before the R-peak

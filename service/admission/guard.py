@@ -15,7 +15,7 @@ import math
 
 import orjson
 
-from service.middleware import is_inference
+from service.admission.middleware import is_inference
 from service.settings import Settings
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")

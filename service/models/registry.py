@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.artefacts import CARD, ENCODER_ONNX, ONNX, load_model
-from service.predictors import ODEPredictor, OnnxGraph, OnnxPredictor
+from service.models.artefacts import CARD, ENCODER_ONNX, ONNX, load_model
+from service.models.predictors import ODEPredictor, OnnxGraph, OnnxPredictor
 
-log = logging.getLogger("service.registry")
+log = logging.getLogger("service.models.registry")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """f(t, h) = W [t, ReLU(h)] + b for one beat: the ODE-Net's dynamics, compiled (float64).
 
-The weights are the trained `ConcatLinear` of service.networks, split into the time column
+The weights are the trained `ConcatLinear` of service.models.networks, split into the time column
 `w_t` (width,) and the state part transposed, `w_h` (width in, width out), so the inner loop is an
 axpy over contiguous outputs (vectorised by LLVM without reordering any sum).
 """

@@ -8,7 +8,7 @@ beat each cost a few solves, not 64.
   accepted is already queued (a lone client waits for nobody), and at the latest `max_wait_s`
   after its first request arrived.
 - Exact: only requests with the same solver settings share a batch; each beat is solved on its
-  own (service.fastode), so a beat's answer does not depend on its batch, and a beat whose solve
+  own (service.models.fastode), so a beat's answer does not depend on its batch, and a beat whose solve
   fails fails only its own request.
 - Deadlines: a request whose deadline passes while it waits is dropped from the queue (Timeout, a
   504); one that is being computed gets its 504 at the deadline, and its result is discarded.
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.fastode import failure
-from service.networks import SolverConfig
-from service.predictors import Prediction
+from service.models.fastode import failure
+from service.models.networks import SolverConfig
+from service.models.predictors import Prediction
 
 
 class Overloaded(RuntimeError):

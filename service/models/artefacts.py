@@ -8,12 +8,12 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from service.networks import Architecture, BeatClassifier
+from service.models.networks import Architecture, BeatClassifier
 
 CARD = "card.json"
 WEIGHTS = "weights.safetensors"
 ONNX = "model.onnx"  # a ResNet: the whole network
-ENCODER_ONNX = "encoder.onnx"  # an ODE-Net: the encoder; the body is solved by service.fastode
+ENCODER_ONNX = "encoder.onnx"  # an ODE-Net: the encoder; the body is solved by service.models.fastode
 
 
 class ArtefactIntegrityError(RuntimeError):

@@ -4,9 +4,9 @@ R-peaks come from wfdb's GQRS detector (chosen over XQRS on the MIT-BIH referenc
 misses runs of ventricular beats; see README and scripts/evaluate-strips.py). Pan-Tompkins' T-wave
 rule then drops a detection that follows the previous one within 360 ms with less than half its QRS
 slope, and wfdb's correct_peaks moves each detection onto the QRS extremum, because training beats
-start exactly at the annotated R-peak. The beats are then cut by service.beats.extract_beats: the
+start exactly at the annotated R-peak. The beats are then cut by service.signal.beats.extract_beats: the
 same code that built the training set, in the format the chosen model reads: 187-sample beats
-(service.beats) or context beats (service.context).
+(service.signal.beats) or context beats (service.signal.context).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 from scipy.signal import butter, sosfiltfilt
 from wfdb import processing
 
-from service.beats import extract_beats
-from service.context import context_beats, network_input
+from service.signal.beats import extract_beats
+from service.signal.context import context_beats, network_input
 
 MIN_SECONDS = 10.0
 MAX_SECONDS = 60 * 60.0

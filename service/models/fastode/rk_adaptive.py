@@ -5,7 +5,7 @@ answer is bit-for-bit the same alone or in any batch, and its function evaluatio
 Each step follows torchdiffeq 0.2.5 (rk_common.py, misc.py, interp.py) operation by operation, in
 float64: the same initial-step rule, stages, error ratio, step-size update, the end of a step
 evaluated one ulp early (Perturb.PREV) and fourth-order interpolation at t = 1. The tableaus are
-torchdiffeq's own (service.fastode.tableaus).
+torchdiffeq's own (service.models.fastode.tableaus).
 
 Why float64: an ODE-Net's error estimate is a small difference of large stage values. For the
 shipped models it is ~1e-9 while float32 rounding of the stages is ~1e-6, so in float32 the step
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from service.fastode.dynamics import evaluate
+from service.models.fastode.dynamics import evaluate
 
 SOLVED, STEP_LIMIT, UNDERFLOW, NOT_FINITE = 0, 1, 2, 3
 SAFETY, IFACTOR, DFACTOR = 0.9, 10.0, 0.2

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.batching import Overloaded, Timeout
-from service.strips import StripError
+from service.runtime.batching import Overloaded, Timeout
+from service.signal.strips import StripError
 
-log = logging.getLogger("service.strips")
+log = logging.getLogger("service.signal.strips")
 SPOOL_IN_MEMORY = 1 << 20  # bodies above 1 MiB go to a temporary file, not the main process's memory
 
 
@@ -81,9 +81,9 @@ def analyse(task: StripTask) -> StripAnalysis:
     """Runs in a worker: read the strip, find its R-peaks, cut its beats."""
     from pydantic import ValidationError
 
-    from service.formats import Lead, read_fhir, read_wfdb
+    from service.signal.formats import Lead, read_fhir, read_wfdb
     from service.schemas import StripRequest
-    from service.strips import strip_beats
+    from service.signal.strips import strip_beats
 
     model, solver = task.model, None
     if task.route == "strip":
@@ -142,12 +142,12 @@ def serve(connection) -> None:
 
 
 class Worker:
-    """One worker process, started as its own program (`python -m service.strip_worker FD`), so it
+    """One worker process, started as its own program (`python -m service.runtime.strip_worker FD`), so it
     never re-runs whatever started the service; tasks and replies travel over a socket pair."""
 
     def __init__(self):
         ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen([sys.executable, "-m", "service.strip_worker", str(theirs.fileno())],
+        self.process = subprocess.Popen([sys.executable, "-m", "service.runtime.strip_worker", str(theirs.fileno())],
                                         pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         theirs.close()
         self.connection = Connection(ours.detach())
@@ -271,6 +271,6 @@ async def spool(stream, limit_in_memory: int = SPOOL_IN_MEMORY) -> tuple[bytes |
 
 
 if __name__ == "__main__":  # a worker: run the module's own serve, so replies pickle by their real names
-    from service.strip_worker import serve as serve_tasks
+    from service.runtime.strip_worker import serve as serve_tasks
 
     serve_tasks(Connection(int(sys.argv[1])))

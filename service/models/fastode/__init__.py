@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.fastode import fixed_grid, rk_adaptive
-from service.fastode.rk_adaptive import SOLVED, STEP_LIMIT
-from service.fastode.dynamics import split_weights
-from service.fastode.tableaus import TABLEAUS
-from service.networks import SolverConfig, SolverError, SolverStepLimitError
+from service.models.fastode import fixed_grid, rk_adaptive
+from service.models.fastode.rk_adaptive import SOLVED, STEP_LIMIT
+from service.models.fastode.dynamics import split_weights
+from service.models.fastode.tableaus import TABLEAUS
+from service.models.networks import SolverConfig, SolverError, SolverStepLimitError
 
 METHODS = tuple(TABLEAUS) + tuple(fixed_grid.METHODS)
-DEFAULT_STEP_SIZE = 0.25  # as service.networks.ODEBody
+DEFAULT_STEP_SIZE = 0.25  # as service.models.networks.ODEBody
 
 
 class CompiledODE:

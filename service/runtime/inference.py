@@ -9,12 +9,12 @@ from functools import cached_property
 
 import numpy as np
 
-from service.batching import Arrivals, ModelBatcher, Ticket
-from service.beats import CLASSES
+from service.runtime.batching import Arrivals, ModelBatcher, Ticket
+from service.signal.beats import CLASSES
 from service.errors import invalid
 from service.metrics import ServiceMetrics
-from service.networks import FIXED_STEP_METHODS, SolverConfig, SolverError
-from service.registry import LoadedModel, ModelRegistry
+from service.models.networks import FIXED_STEP_METHODS, SolverConfig, SolverError
+from service.models.registry import LoadedModel, ModelRegistry
 from service.settings import Settings
 
 INPUT_NAMES = {"beat": "187-sample beats in 'beats'", "context": "context beats in 'context_beats'"}

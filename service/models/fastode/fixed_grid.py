@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from service.fastode.dynamics import evaluate
+from service.models.fastode.dynamics import evaluate
 
 EULER, MIDPOINT, RK4 = 0, 1, 2
 METHODS = {"euler": EULER, "midpoint": MIDPOINT, "rk4": RK4}

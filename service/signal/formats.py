@@ -17,7 +17,7 @@ import wfdb
 from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
-from service.strips import StripError
+from service.signal.strips import StripError
 
 DEFAULT_LEAD = "MLII"
 UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}

@@ -1,7 +1,7 @@
 """One predictor per kind of network, both without Python in their inner loops and both thread-safe:
 
 - a ResNet is one onnxruntime graph;
-- an ODE-Net is its encoder in onnxruntime, its body solved beat by beat by service.fastode (the
+- an ODE-Net is its encoder in onnxruntime, its body solved beat by beat by service.models.fastode (the
   answers and function evaluations of torchdiffeq on each beat alone), and its head in numpy.
 
 onnxruntime and the compiled solver release the GIL, so predictions run beside the event loop.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.fastode import CompiledODE
-from service.networks import BeatClassifier, SolverConfig
+from service.models.fastode import CompiledODE
+from service.models.networks import BeatClassifier, SolverConfig
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Prediction:
     probabilities: np.ndarray  # (n_beats, n_classes)
     nfe: np.ndarray | None  # (n_beats,) function evaluations of each beat's solve; ODE models only
     seconds: float
-    status: np.ndarray | None = None  # (n_beats,) service.fastode status, 0 = solved; ODE models only
+    status: np.ndarray | None = None  # (n_beats,) service.models.fastode status, 0 = solved; ODE models only
 
     def part(self, start: int, stop: int) -> "Prediction":
         """The rows of beats start:stop (a request's share of a dynamic batch)."""

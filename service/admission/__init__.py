@@ -1,0 +1,1 @@
+"""What every request passes before a route: the in-flight guard and request bookkeeping."""

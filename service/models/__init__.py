@@ -1,0 +1,1 @@
+"""The classifiers: network definitions, compiled ODE solves, predictors, artefacts and registry."""
