@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the training extra (pyproject.toml): torch is the reference here
+import onnx  # noqa: E402  (the training extra too)
+import onnxruntime as ort  # noqa: E402
 
 from service.models.artefacts import ENCODER_ONNX, ONNX, WEIGHTS, ArtefactIntegrityError, load_model, read_card
 from service.models.networks import Architecture, BeatClassifier
@@ -140,3 +141,17 @@ def test_evaluate_reproduces_the_shipped_card(name, mitdb_dir):
     for key in metrics:
         assert metrics[key]["confusion_matrix"] == recorded[key]["confusion_matrix"], key
     assert "card reproduced" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in MODELS.glob("*/card.json")))
+def test_the_service_reads_the_weights_torch_reads_without_torch(name):
+    """Serving reads weights.safetensors as numpy arrays (no torch); they are torch's, bit for bit."""
+    from service.models.artefacts import load_served
+
+    served = load_served(MODELS / name)
+    model, card = load_model(MODELS / name)
+    assert served.card == card and served.arch == model.arch and served.arch.is_ode == model.is_ode
+    state = model.state_dict()
+    assert set(served.weights) == set(state)
+    for key, value in state.items():
+        assert served.weights[key].dtype == value.numpy().dtype and np.array_equal(served.weights[key], value.numpy())

@@ -4,7 +4,8 @@ import copy
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the training extra (pyproject.toml): torch is the reference here
 
 from service.models.artefacts import ENCODER_ONNX, load_model
 from service.models.fastode import CompiledODE, failure
@@ -84,10 +85,16 @@ def test_an_exhausted_step_budget_fails_only_its_beat(states, compiled):
 def test_served_probabilities_equal_torchdiffeqs(odenet, fixture_beats):
     """The whole served path (onnxruntime encoder, compiled body, numpy head) against the torch
     network with torchdiffeq solving each beat alone in float64."""
-    predictor = ODEPredictor(odenet, OnnxGraph(MODELS / "odenet" / ENCODER_ONNX))
+    from service.models.artefacts import load_served
+
+    encoder = OnnxGraph(MODELS / "odenet" / ENCODER_ONNX)
+    predictor = ODEPredictor(odenet, encoder)
     beats = fixture_beats.beats[::10][:60]
     solver = SolverConfig(rtol=1e-3, atol=1e-3)
     served = predictor.predict(beats, solver)
+    # The service builds it from the safetensors file's numpy arrays, without torch: the same bits.
+    lean = ODEPredictor(load_served(MODELS / "odenet").weights, encoder).predict(beats, solver)
+    assert np.array_equal(lean.probabilities, served.probabilities) and np.array_equal(lean.nfe, served.nfe)
     body, head = copy.deepcopy(odenet.body).double(), copy.deepcopy(odenet.head).double()
     expected, expected_nfe = [], []
     with torch.no_grad():
@@ -97,3 +104,23 @@ def test_served_probabilities_equal_torchdiffeqs(odenet, fixture_beats):
             expected_nfe.append(body.nfe)
     assert np.abs(served.probabilities - np.array(expected)).max() < 1e-5
     assert np.array_equal(served.nfe, expected_nfe)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"])
+def test_the_served_tableaus_are_torchdiffeqs_bit_for_bit(method):
+    """The compiled solver reads float64 literals so it serves without torch; they must be
+    exactly torchdiffeq's tensors, or its steps would drift from the reference."""
+    from torchdiffeq._impl import adaptive_heun, bosh3, dopri5, dopri8, fehlberg2
+
+    from service.models.fastode.tableaus import TABLEAUS
+
+    solver = {"dopri5": dopri5.Dopri5Solver, "dopri8": dopri8.Dopri8Solver, "bosh3": bosh3.Bosh3Solver,
+              "fehlberg2": fehlberg2.Fehlberg2, "adaptive_heun": adaptive_heun.AdaptiveHeunSolver}[method]
+    ours, theirs = TABLEAUS[method], solver.tableau
+    assert np.array_equal(ours.alpha, theirs.alpha.numpy())
+    for i, row in enumerate(theirs.beta):
+        assert np.array_equal(ours.beta[i, :len(row)], row.numpy()) and not ours.beta[i, len(row):].any()
+    assert np.array_equal(ours.c_sol, theirs.c_sol.numpy())
+    assert np.array_equal(ours.c_error, theirs.c_error.numpy())
+    assert np.array_equal(ours.mid, solver.mid.numpy())
+    assert ours.order == solver.order

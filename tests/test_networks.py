@@ -1,7 +1,8 @@
 """ODE-Net solves: NFE counted exactly, per-beat error norm, bounded step budget."""
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # the training extra (pyproject.toml): torch is the reference here
 
 from service.models.networks import (
     Architecture, BeatClassifier, SolverConfig, SolverStepLimitError, per_beat_rms_norm,

@@ -7,39 +7,20 @@ dh/dt = f(t, h) over t in [0, 1] with an adaptive torchdiffeq solver (Chen et al
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from service.signal.beats import BEAT_LENGTH, CLASSES
-from service.signal.context import CONTEXT_INPUT, RR_FEATURES, WINDOW_LENGTH
+from service.models.architecture import WAVES, Architecture
+from service.models.solver import (ADAPTIVE_METHODS, DEFAULT_STEP_SIZE, FIXED_STEP_METHODS, SolverConfig,
+                                   SolverError, SolverStepLimitError)
+from service.signal.beats import BEAT_LENGTH
+from service.signal.context import RR_FEATURES, WINDOW_LENGTH
 
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
-
-
-class SolverError(RuntimeError):
-    """A solve that cannot give an answer for this input and these settings."""
-
-
-class SolverStepLimitError(SolverError):
-    """An adaptive solve needed more steps than allowed: the tolerance is too tight for this input."""
-
-
-@dataclass(frozen=True)
-class SolverConfig:
-    """How an ODE body is integrated; the accuracy/latency knob of an ODE-Net."""
-
-    method: str = "dopri5"
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    step_size: float | None = None  # fixed-step methods only
-    max_num_steps: int = 1000  # adaptive methods only
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+# Re-exported: training and tests import the solver vocabulary and the card's shape from here.
+__all__ = ["ADAPTIVE_METHODS", "FIXED_STEP_METHODS", "WAVES", "Architecture", "SolverConfig", "SolverError",
+           "SolverStepLimitError", "BeatClassifier", "ContextEncoder", "ODEBody", "ODEDynamics", "ConcatLinear",
+           "ResidualBlock", "conv_encoder", "conv_stages", "mlp_encoder", "per_beat_rms_norm"]
 
 
 def per_beat_rms_norm(error: torch.Tensor) -> torch.Tensor:
@@ -95,7 +76,7 @@ class ODEBody(nn.Module):
         cfg = solver or SolverConfig()
         self.dynamics.nfe = 0
         if cfg.method in FIXED_STEP_METHODS:
-            options = {"step_size": cfg.step_size or 0.25}
+            options = {"step_size": cfg.step_size or DEFAULT_STEP_SIZE}
         else:
             options = {"norm": per_beat_rms_norm, "max_num_steps": cfg.max_num_steps}
         integrate, extra = odeint, {}
@@ -152,8 +133,6 @@ def conv_encoder(width: int, channels: int = 32, dropout: float = 0.1) -> nn.Mod
     return nn.Sequential(*stages, nn.Dropout(dropout), nn.Linear(features, width))
 
 
-WAVES = ("window+template", "difference+template", "window+difference", "window")
-
 
 class ContextEncoder(nn.Module):
     """A context beat (service.signal.context): conv stages over two waves (by default the window and the
@@ -184,39 +163,6 @@ class ContextEncoder(nn.Module):
         named = {"window": window, "template": template, "difference": window - template}
         waves = torch.cat([named[w] for w in self.waves.split("+")], dim=1)
         return self.fuse(torch.cat([self.window(waves), self.rr(rr)], dim=1))
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Everything needed to rebuild a network; stored in each artefact's card."""
-
-    body: str  # "resnet" or "odenet"
-    encoder: str = "mlp"  # "mlp" (reference), "conv" (187-sample beats) or "context" (context beats)
-    width: int = 64
-    blocks: int = 6  # residual blocks of the ResNet body
-    channels: int = 32  # conv and context encoders only
-    dropout: float = 0.1  # conv and context encoders only
-    adjoint: bool = False  # ODE-Net training only
-    waves: str = WAVES[0]  # context encoder: which waves the convolutions read
-    rr_hidden: int = 0  # context encoder: width of the RR branch's hidden layer (0: none)
-    classes: tuple[str, ...] = field(default=CLASSES)
-
-    @property
-    def input_kind(self) -> str:
-        """"beat": 187-sample beats (service.signal.beats); "context": context beats (service.signal.context)."""
-        return "context" if self.encoder == "context" else "beat"
-
-    @property
-    def input_size(self) -> int:
-        """Numbers per beat the network reads."""
-        return CONTEXT_INPUT if self.input_kind == "context" else BEAT_LENGTH
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "classes": list(self.classes)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Architecture":
-        return cls(**{**data, "classes": tuple(data.get("classes", CLASSES))})
 
 
 class BeatClassifier(nn.Module):

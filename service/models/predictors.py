@@ -10,14 +10,14 @@ onnxruntime and the compiled solver release the GIL, so predictions run beside t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from service.models.fastode import CompiledODE
-from service.models.networks import BeatClassifier, SolverConfig
+from service.models.solver import SolverConfig
 
 
 @dataclass(frozen=True)
@@ -76,19 +76,28 @@ class OnnxPredictor:
 class ODEPredictor:
     """An ODE-Net: encoder -> per-beat compiled solve of the body -> ReLU -> Linear head.
 
-    The service runs the encoder's ONNX graph; training's evaluation passes the torch encoder, so
-    the figures on a card come from the path the service runs."""
+    The service runs the encoder's ONNX graph on the weights of the artefact's safetensors file;
+    training's evaluation passes the torch network and its torch encoder, so the figures on a card
+    come from the path the service runs. `network` is either: a state dict (name -> array) or an
+    object with `state_dict()` (a torch BeatClassifier)."""
 
     backend = "onnxruntime+fastode"
     is_ode = True
+    DYNAMICS = "body.dynamics.layer.linear"  # the ConcatLinear of service.models.networks.ODEDynamics
+    HEAD = "head.1"  # the Linear after the ReLU
 
-    def __init__(self, model: BeatClassifier, encoder: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, network, encoder: Callable[[np.ndarray], np.ndarray]):
+        weights = network.state_dict() if hasattr(network, "state_dict") else network
+        array = (lambda name: self._array(weights, name))
         self.encoder = encoder
-        dynamics = model.body.dynamics.layer.linear
-        self.body = CompiledODE(dynamics.weight.detach().numpy(), dynamics.bias.detach().numpy())
-        head = model.head[-1]
-        self.head_weight = head.weight.detach().numpy().astype(np.float64).T
-        self.head_bias = head.bias.detach().numpy().astype(np.float64)
+        self.body = CompiledODE(array(f"{self.DYNAMICS}.weight"), array(f"{self.DYNAMICS}.bias"))
+        self.head_weight = array(f"{self.HEAD}.weight").astype(np.float64).T
+        self.head_bias = array(f"{self.HEAD}.bias").astype(np.float64)
+
+    @staticmethod
+    def _array(weights: Mapping, name: str) -> np.ndarray:
+        value = weights[name]
+        return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
     def predict(self, beats: np.ndarray, solver: SolverConfig | None = None) -> Prediction:
         started = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.models.artefacts import CARD, ENCODER_ONNX, ONNX, load_model
+from service.models.artefacts import CARD, load_served
 from service.models.predictors import ODEPredictor, OnnxGraph, OnnxPredictor
 
 log = logging.getLogger("service.models.registry")
@@ -42,13 +42,13 @@ class ModelRegistry:
             registry.failures["*"] = f"no artefacts ({CARD}) found in {folder}"
         for path in folders:
             try:
-                model, card = load_model(path)
-                if model.is_ode:
-                    predictor = ODEPredictor(model, OnnxGraph(path / ENCODER_ONNX, threads))
+                artefact = load_served(path)
+                if artefact.arch.is_ode:
+                    predictor = ODEPredictor(artefact.weights, OnnxGraph(artefact.graph, threads))
                 else:
-                    predictor = OnnxPredictor(path / ONNX, threads)
-                registry.models[path.name] = LoadedModel(path.name, card, predictor, model.arch.input_kind,
-                                                         model.arch.input_size)
+                    predictor = OnnxPredictor(artefact.graph, threads)
+                registry.models[path.name] = LoadedModel(path.name, artefact.card, predictor,
+                                                         artefact.arch.input_kind, artefact.arch.input_size)
             except Exception as err:  # refuse this model, keep serving the others
                 registry.failures[path.name] = f"{type(err).__name__}: {err}"
                 log.error("refused model %s: %s", path.name, err)

@@ -11,7 +11,10 @@ beat each cost a few solves, not 64.
   own (service.models.fastode), so a beat's answer does not depend on its batch, and a beat whose solve
   fails fails only its own request.
 - Deadlines: a request whose deadline passes while it waits is dropped from the queue (Timeout, a
-  504); one that is being computed gets its 504 at the deadline, and its result is discarded.
+  504); one that is being computed gets its 504 at the deadline, and its result is discarded. A
+  batch with other than the model's default solver settings (a tight tolerance may cost many times
+  more) is computed in slices of CANCEL_SLICE beats, and stops once none of its requests is still
+  awaited: a batch whose requests all got their 504 (or whose clients left) stops computing.
 
 One batch per model runs at a time. A large one runs in a thread of its own: onnxruntime and the
 compiled solver release the GIL, so the event loop keeps parsing and answering meanwhile. A small
@@ -34,8 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.models.fastode import failure
-from service.models.networks import SolverConfig
+from service.models.solver import SolverConfig
 from service.models.predictors import Prediction
+
+
+CANCEL_SLICE = 32  # beats computed between two checks whether a costly batch is still awaited
 
 
 class Overloaded(RuntimeError):
@@ -190,7 +196,9 @@ class ModelBatcher:
                 # cheaper inline than through the thread (module docstring)
                 result = self.predictor.predict(inputs, solver)
             else:
-                result = await loop.run_in_executor(self.executor, self.predictor.predict, inputs, solver)
+                result = await self.in_thread(inputs, solver, batch, loop)
+                if result is None:  # nobody awaits any of it any more
+                    return
         except Exception as err:  # a broken predictor fails this batch's requests, not the loop
             for job in batch:
                 if not job.future.done():
@@ -210,3 +218,26 @@ class ModelBatcher:
                 job.future.set_exception(error)
             else:
                 job.future.set_result(part)
+
+    async def in_thread(self, inputs: np.ndarray, solver: SolverConfig | None, batch: list[Job],
+                        loop) -> Prediction | None:
+        """The batch in the model's thread; a costly one (module docstring) slice by slice, None as
+        soon as none of its requests is awaited."""
+        if solver == self.default_solver or len(inputs) <= CANCEL_SLICE:
+            return await loop.run_in_executor(self.executor, self.predictor.predict, inputs, solver)
+        parts = []
+        for start in range(0, len(inputs), CANCEL_SLICE):
+            if all(job.future.done() for job in batch):
+                return None
+            parts.append(await loop.run_in_executor(self.executor, self.predictor.predict,
+                                                    inputs[start:start + CANCEL_SLICE], solver))
+        return joined(parts)
+
+
+def joined(parts: list[Prediction]) -> Prediction:
+    """Slices of one batch's prediction, in order, as one."""
+    def stack(arrays):
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return Prediction(np.concatenate([p.probabilities for p in parts]), stack([p.nfe for p in parts]),
+                      sum(p.seconds for p in parts), stack([p.status for p in parts]))

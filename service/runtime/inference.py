@@ -11,9 +11,9 @@ import numpy as np
 
 from service.runtime.batching import Arrivals, ModelBatcher, Ticket
 from service.signal.beats import CLASSES
-from service.errors import invalid
+from service.errors import invalid, quoted
 from service.metrics import ServiceMetrics
-from service.models.networks import FIXED_STEP_METHODS, SolverConfig, SolverError
+from service.models.solver import FIXED_STEP_METHODS, SolverConfig, SolverError
 from service.models.registry import LoadedModel, ModelRegistry
 from service.settings import Settings
 
@@ -69,7 +69,7 @@ class Inference:
         name = name or self.default_model(kind or "context")
         loaded = self.registry.models.get(name)
         if loaded is None:
-            raise invalid(where, f"unknown model {name!r}; available: {', '.join(sorted(self.registry.models))}",
+            raise invalid(where, f"unknown model {quoted(name)}; available: {', '.join(sorted(self.registry.models))}",
                           name)
         if kind is not None and loaded.input_kind != kind:
             others = sorted(n for n, m in self.registry.models.items() if m.input_kind == kind)

@@ -21,10 +21,9 @@ from service.models.fastode import fixed_grid, rk_adaptive
 from service.models.fastode.rk_adaptive import SOLVED, STEP_LIMIT
 from service.models.fastode.dynamics import split_weights
 from service.models.fastode.tableaus import TABLEAUS
-from service.models.networks import SolverConfig, SolverError, SolverStepLimitError
+from service.models.solver import DEFAULT_STEP_SIZE, SolverConfig, SolverError, SolverStepLimitError
 
 METHODS = tuple(TABLEAUS) + tuple(fixed_grid.METHODS)
-DEFAULT_STEP_SIZE = 0.25  # as service.models.networks.ODEBody
 
 
 class CompiledODE:

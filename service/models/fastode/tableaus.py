@@ -1,20 +1,15 @@
-"""The Butcher tableaus of torchdiffeq's adaptive solvers, taken from torchdiffeq itself (pinned
-0.2.5) so the compiled solver cannot drift from the reference; `beta` padded into one
-lower-triangular matrix."""
+"""The Butcher tableaus of torchdiffeq's adaptive solvers (pinned 0.2.5), read from their float64
+literals (service.models.fastode.torchdiffeq_tableaus) so the compiled solver serves without torch;
+tests/test_fastode.py compares them with torchdiffeq's own, bit for bit, so they cannot drift from
+the reference. `beta` is padded into one lower-triangular matrix."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from torchdiffeq._impl.adaptive_heun import AdaptiveHeunSolver
-from torchdiffeq._impl.bosh3 import Bosh3Solver
-from torchdiffeq._impl.dopri5 import Dopri5Solver
-from torchdiffeq._impl.dopri8 import Dopri8Solver
-from torchdiffeq._impl.fehlberg2 import Fehlberg2
 
-SOLVERS = {"dopri5": Dopri5Solver, "dopri8": Dopri8Solver, "bosh3": Bosh3Solver, "fehlberg2": Fehlberg2,
-           "adaptive_heun": AdaptiveHeunSolver}
+from service.models.fastode.torchdiffeq_tableaus import TORCHDIFFEQ_TABLEAUS
 
 
 @dataclass(frozen=True)
@@ -29,15 +24,16 @@ class Tableau:
 
 
 def tableau(method: str) -> Tableau:
-    solver = SOLVERS[method]
-    t = solver.tableau
-    stages = len(t.alpha)
+    t = TORCHDIFFEQ_TABLEAUS[method]
+    alpha = np.array(t["alpha"], dtype=np.float64)
+    stages = len(alpha)
     beta = np.zeros((stages, stages))
-    for i, row in enumerate(t.beta):
-        beta[i, :len(row)] = row.numpy()
-    c_sol = t.c_sol.numpy()
+    for i, row in enumerate(t["beta"]):
+        beta[i, :len(row)] = row
+    c_sol = np.array(t["c_sol"], dtype=np.float64)
     fsal = bool(c_sol[-1] == 0 and np.all(c_sol[:-1] == beta[-1]))
-    return Tableau(t.alpha.numpy(), beta, c_sol, t.c_error.numpy(), solver.mid.numpy(), solver.order, fsal)
+    return Tableau(alpha, beta, c_sol, np.array(t["c_error"], dtype=np.float64),
+                   np.array(t["mid"], dtype=np.float64), t["order"], fsal)
 
 
-TABLEAUS = {method: tableau(method) for method in SOLVERS}
+TABLEAUS = {method: tableau(method) for method in TORCHDIFFEQ_TABLEAUS}
