@@ -1,10 +1,22 @@
 """Server processes: one uvicorn server per process, draining gracefully on SIGTERM or Ctrl-C,
 and, for more than one core, ECG_WORKERS such processes listening on one port.
 
+Before any route, the HTTP layer itself (GuardedHttp, uvicorn's httptools protocol) holds what a
+client could otherwise hold without end: a request's line and headers are at most
+ECG_MAX_HEADER_BYTES in ECG_MAX_HEADER_COUNT fields (else 431, counted while they arrive, so a
+flood is cut off at the limit, not buffered), they must arrive within ECG_HEADER_TIMEOUT_S (else
+408), and a process holds at most ECG_MAX_CONNECTIONS connections (one more gets a 503 and is
+closed). Bodies are timed by the app (service.admission.middleware).
+
 Draining, per server process:
-1. readiness (/readyz, /v2/health/ready) turns 503 at once, so load balancers stop sending;
+1. readiness (/readyz, /v2/health/ready) turns 503 at once, so load balancers stop sending, and
+   every answer from then on closes its connection;
 2. for ECG_SHUTDOWN_DELAY_S seconds the server still accepts and serves (default 0);
-3. the listener closes (new connections are refused) and accepted requests finish, for at most
+3. the connections already waiting in the listen queue are accepted, then the listener closes (new
+   connections are refused, never reset); for DRAIN_GRACE_S requests already sent on open
+   connections are still read and answered (and close after their answers); a kept-alive
+   connection closes once idle for IDLE_GRACE_S (its client is then not sending: closing it races
+   no request), at most until the keep-alive timeout; accepted requests finish, for at most
    ECG_DRAIN_TIMEOUT_S seconds; then the models and strip workers stop.
 A second signal during the delay skips straight to step 3; one during step 3 stops at once (as
 uvicorn does).
@@ -22,6 +34,8 @@ temporary folder removed at exit), so any worker's /metrics reports the whole se
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -31,13 +45,131 @@ import socket
 import tempfile
 import time
 
+import orjson
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.settings import Settings
 
 log = logging.getLogger("service")
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it when it is imported
 STARTUP_S = 60.0  # a worker that dies sooner after its start is not replaced: the service stops
+DRAIN_GRACE_S = 0.25  # after the listener closes: requests already on the wire are still read and answered
+IDLE_GRACE_S = 0.5  # draining: a kept-alive connection idle this long is closed (its client is not sending)
+LINGER_S = 2.0  # a refused connection is read (and dropped) this long before it closes
+
+
+def raw_response(status: str, detail: str, extra: bytes = b"") -> bytes:
+    """A whole HTTP/1.1 answer that closes its connection, for refusals before any request exists."""
+    body = orjson.dumps({"detail": detail})
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n").encode() + extra + b"\r\n" + body
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol with limits on what a client may hold (module docstring).
+    httptools buffers a header field whole before handing it over, so bytes are counted as they
+    arrive, and the parsed headers are measured again when they are complete."""
+
+    def __init__(self, *args, limits: Settings, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.in_headers, self.header_bytes, self.header_count, self.refused = True, 0, 0, False
+        self.begun = False  # a byte of the current request has arrived
+        self.idle_since: float | None = None  # loop time since when no request is under way
+        self.body_bytes_fed = 0
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.idle_since = self.loop.time()
+        if len(self.connections) > self.limits.max_connections:
+            self.refuse("503 Service Unavailable", f"too many connections (limit {self.limits.max_connections})",
+                        b"retry-after: 1\r\n")
+            return
+        self.arm_header_timer()
+
+    def connection_lost(self, exc) -> None:
+        self.disarm_header_timer()
+        super().connection_lost(exc)
+
+    def arm_header_timer(self) -> None:
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.limits.header_timeout_s, self.header_timed_out)
+
+    def disarm_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def header_timed_out(self) -> None:
+        self.header_timer = None
+        if self.in_headers and not self.begun and not self.transport.is_closing():
+            self.transport.close()  # not a byte sent: nothing to answer
+        elif self.in_headers and not self.transport.is_closing():
+            self.refuse("408 Request Timeout", f"request headers not received within "
+                        f"{self.limits.header_timeout_s:g} s")
+
+    def refuse(self, status: str, detail: str, extra: bytes = b"") -> None:
+        """Answer and close; what the client still sends is read and dropped for LINGER_S, so it
+        reads the answer instead of a reset."""
+        self.refused = True
+        self.disarm_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(raw_response(status, detail, extra))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                self.loop.call_later(LINGER_S, self.transport.close)
+            else:
+                self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.body_bytes_fed = 0
+        super().data_received(data)
+        if self.in_headers and not self.refused:
+            self.header_bytes += len(data) - self.body_bytes_fed
+            if self.header_bytes > self.limits.max_header_bytes:
+                self.refuse("431 Request Header Fields Too Large",
+                            f"request headers larger than {self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_headers, self.header_count, self.begun = True, 0, True
+        self.idle_since = None
+        self.arm_header_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        if self.header_count <= self.limits.max_header_count:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.disarm_header_timer()
+        self.in_headers, self.header_bytes = False, 0
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if self.header_count > self.limits.max_header_count or size > self.limits.max_header_bytes:
+            limit = (f"{self.limits.max_header_count} header fields" if self.header_count > self.limits.max_header_count
+                     else f"{self.limits.max_header_bytes} bytes of request line and headers")
+            return self.refuse("431 Request Header Fields Too Large", f"request headers over the limit of {limit}")
+        super().on_headers_complete()
+        if getattr(self.server_state, "draining", False) and self.cycle is not None:
+            self.cycle.keep_alive = False  # draining: this answer closes its connection
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.idle_since = self.loop.time()
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes_fed += len(body)
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+        self.in_headers, self.begun = True, False
 
 
 class DrainingServer(uvicorn.Server):
@@ -50,6 +182,7 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         if self.draining_since is None:
             self.app_state.draining = True
+            self.server_state.draining = True  # GuardedHttp: answers from now on close their connection
             self.draining_since, self.signal = time.monotonic(), sig
             if self.delay_s > 0:
                 log.info("draining: ready 503, closing in %.1f s", self.delay_s)
@@ -64,6 +197,57 @@ class DrainingServer(uvicorn.Server):
                 and time.monotonic() - self.draining_since >= self.delay_s):
             super().handle_exit(self.signal, None)
         return await super().on_tick(counter)
+
+    async def shutdown(self, sockets=None) -> None:
+        """Step 3 of draining (module docstring): the listen queue accepted before the listener
+        closes, so no connection that the kernel took is reset; then a grace for requests on the wire."""
+        self.server_state.draining = True
+        waiting = [conn for server in self.servers for listener in server.sockets for conn in backlog(listener)]
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        loop = asyncio.get_running_loop()
+        protocol = functools.partial(self.config.http_protocol_class, config=self.config,
+                                     server_state=self.server_state, app_state=self.lifespan.state)
+        for conn in waiting:
+            await loop.connect_accepted_socket(protocol, conn)
+        if waiting:
+            log.info("draining: accepted %d waiting connections before closing the listener", len(waiting))
+        await self.close_idle_connections(loop)
+        await super().shutdown(sockets=None)
+
+    async def close_idle_connections(self, loop) -> None:
+        """Close each kept-alive connection once it has been idle for IDLE_GRACE_S: a client that
+        just had an answer may be sending its next request (answered, then closed), and one idle
+        that long is not about to; at most until the keep-alive timeout, when uvicorn would close
+        them anyway."""
+        await asyncio.sleep(DRAIN_GRACE_S)
+        end = loop.time() + self.config.timeout_keep_alive
+        while loop.time() < end:
+            idle = [c for c in self.server_state.connections if getattr(c, "idle_since", None) is not None]
+            if not idle:
+                return
+            for connection in idle:
+                if loop.time() - connection.idle_since >= IDLE_GRACE_S and not connection.transport.is_closing():
+                    connection.transport.close()
+            await asyncio.sleep(0.05)
+
+
+def backlog(listener) -> list[socket.socket]:
+    """Every connection waiting in a listening socket's queue, accepted now (without blocking)."""
+    waiting = []
+    with socket.socket(fileno=os.dup(listener.fileno())) as sock:
+        sock.setblocking(False)
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return waiting
+            except OSError:
+                return waiting
+            conn.setblocking(False)
+            waiting.append(conn)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -90,7 +274,8 @@ def serve(settings: Settings, parent_pid: int | None = None) -> None:
         os.setpgrp()  # Ctrl-C reaches the parent alone, which passes it on once
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=False, timeout_graceful_shutdown=settings.drain_timeout_s)
+                            access_log=False, timeout_graceful_shutdown=settings.drain_timeout_s,
+                            http=functools.partial(GuardedHttp, limits=settings))
     sockets = None if parent_pid is None else [reuse_port_socket(settings.host, settings.port)]
     DrainingServer(config, app, settings.shutdown_delay_s, parent_pid).run(sockets=sockets)
 
@@ -163,7 +348,15 @@ class Workers:
         multiprocess.mark_process_dead(pid)  # its live gauges (requests in flight) stop counting
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    settings_help = "\n".join(f"  ECG_{name.upper():<24} {field.description or ''}"
+                              for name, field in Settings.model_fields.items())
+    argparse.ArgumentParser(
+        prog="ecg-serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the ECG beat classifiers over HTTP (uvicorn), with the models in ECG_MODELS_DIR.",
+        epilog=f"settings, from the environment or a .env file:\n{settings_help}").parse_args(argv)
     settings = Settings()
     if settings.workers > 1:
         raise SystemExit(Workers(settings).run())

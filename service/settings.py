@@ -42,9 +42,27 @@ class Settings(BaseSettings):
                          "models, batcher and in-flight bound (one per core serves the most)")
     strip_workers: int = Field(1, ge=1, description="processes that analyse strips (per server process)")
     max_waiting_strips: int = Field(8, ge=0, description="strips waiting for a worker; past it a 503")
+    strip_worker_rss_mib: int = Field(512, ge=64, description="a strip worker whose memory (RSS) is above this "
+                                      "after a strip, once freed memory is handed back, is replaced")
+    strip_worker_memory_mib: int = Field(2048, ge=0, description="cap on a strip worker's data memory "
+                                         "(RLIMIT_DATA; 0: none): a strip needing more is a 422")
+    strip_overrun_s: float = Field(30.0, ge=0, description="a strip whose deadline passed keeps its worker until "
+                                   "the analysis ends (its answer is dropped); only one still running this long "
+                                   "after its deadline has its worker killed and replaced")
     api_keys: list[SecretStr] = Field(default_factory=list, description="if set, every route but health and "
                                       "metrics needs one (Authorization: Bearer KEY or X-API-Key: KEY)")
     cors_origins: list[str] = Field(default_factory=list, description="origins browsers may call from")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line and headers of one request, in "
+                                  "bytes; past it a 431 and the connection closed")
+    max_header_count: int = Field(100, ge=8, description="header fields of one request; past it a 431")
+    header_timeout_s: float = Field(10.0, gt=0, description="longest wait for a request's line and headers, from "
+                                    "the connection's start or the request's first byte; then a 408 and the "
+                                    "connection closed")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest time to receive a whole request body; then a "
+                                  "408 and the connection closed (a body still arriving 50 ms past the "
+                                  "request's deadline gets a 504 instead)")
+    max_connections: int = Field(1024, ge=1, description="open client connections per server process; one past "
+                                 "it is closed at once (file descriptors stay for the models and workers)")
     shutdown_delay_s: float = Field(0.0, ge=0, description="after SIGTERM: seconds of readiness 503 while still "
                                     "serving, before the listener closes")
     drain_timeout_s: float = Field(30.0, ge=0, description="after the listener closes: longest wait for accepted "

@@ -3,6 +3,7 @@
 import asyncio
 import math
 import shutil
+import signal
 
 import httpx
 import numpy as np
@@ -253,26 +254,24 @@ def test_models_show_each_models_input(client):
 
 
 def test_one_in_flight_bound_covers_both_stacks():
-    """A request held on FastAPI's stack (a strip whose body is still arriving) counts against the
-    same ECG_MAX_REQUESTS_IN_FLIGHT as the hot paths' stack (service.api.lean): the next /predict
-    is refused, not admitted past the bound."""
+    """A request held on FastAPI's stack (a strip whose body is in, waiting for its strip worker)
+    counts against the same ECG_MAX_REQUESTS_IN_FLIGHT as the hot paths' stack (service.api.lean):
+    the next /predict is refused, not admitted past the bound. A request whose body is still
+    arriving does not count (service.admission.guard), so the bound holds for work, not uploads."""
     app = create_app(Settings(models_dir=MODELS, max_requests_in_flight=1))
 
     async def scenario():
-        gate = asyncio.Event()
-
-        async def slow_body():
-            yield b'{"sampling_rate": 250, '
-            await gate.wait()
-            yield b'"signal": [0.0, 0.1]}'
-
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://ecg") as http:
-            held = asyncio.create_task(http.post("/predict/strip", content=slow_body(),
-                                                 headers={"content-type": "application/json"}))
-            await asyncio.sleep(0.2)  # the strip request is admitted and waits for the rest of its body
+            workers = [w.process for w in app.state.strip_workers.workers]
+            for process in workers:
+                process.send_signal(signal.SIGSTOP)  # the strip waits in its analysis
+            signal_mv = [0.1 * math.sin(i / 10) for i in range(2500)]
+            held = asyncio.create_task(http.post("/predict/strip", json={"sampling_rate": 250, "signal": signal_mv}))
+            await asyncio.sleep(0.5)  # the strip request is admitted, its body in, its worker stopped
             refused = await http.post("/predict", json={"model": "odenet", "beats": [[0.5] * 187]})
-            gate.set()
+            for process in workers:
+                process.send_signal(signal.SIGCONT)
             await held
             admitted = await http.post("/predict", json={"model": "odenet", "beats": [[0.5] * 187]})
         return refused, admitted

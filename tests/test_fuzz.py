@@ -1,16 +1,19 @@
 """Property-based fuzzing of every operation in the OpenAPI schema (schemathesis' hypothesis
 strategies) against a real uvicorn: inputs the schema allows and inputs that break it; whatever a
-client sends, the answer is never a server error."""
+client sends, the answer is never a server error. The health answers and the WFDB upload also
+conform to the schema: every status they give and its content type are the documented ones."""
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from conftest import served
 
 CASES_PER_OPERATION = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 60}
 MIN_CASES = 1000
+CONFORMING = {"GET /v2/health/live", "GET /v2/health/ready", "POST /predict/wfdb"}
 
 
 def test_no_input_makes_a_server_error():
@@ -30,6 +33,13 @@ def test_no_input_makes_a_server_error():
                     response = case.call(base_url=base, timeout=60)
                     calls.append((label, response.status_code))
                     assert response.status_code < 500, f"{label}: {response.status_code} {response.text[:300]}"
+                    if label in CONFORMING:
+                        try:
+                            case.validate_response(response, checks=[status_code_conformance,
+                                                                     content_type_conformance])
+                        except Exception as err:  # schemathesis' failure groups
+                            raise AssertionError(f"{label}: {response.status_code} does not conform: "
+                                                 f"{str(err).splitlines()[0][:200]}") from None
 
                 try:
                     call()

@@ -1,6 +1,11 @@
 """Admission, before any work: API keys (when configured), the route's body limit against the
 declared Content-Length, and a bound on requests in flight.
 
+A request with a body counts as in flight from the moment its body is in, not while it arrives:
+clients trickling their bodies (each cut off by the body timeout, service.admission.middleware)
+cannot take the places of requests ready to be served. One whose body completes while the bound
+is reached gets its 503 then.
+
 Health, readiness and metrics pass the key and in-flight checks, so probes and scrapes keep
 answering under overload. A refused request is answered at once: 401 (the same words whatever was
 wrong with the key), 413 naming the limit (and the connection closed, so the rest is not read) or
@@ -15,7 +20,9 @@ import math
 
 import orjson
 
-from service.admission.middleware import is_inference
+from starlette.exceptions import HTTPException
+
+from service.admission.middleware import has_body, is_inference
 from service.settings import Settings
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
@@ -87,11 +94,42 @@ class Guard:
         inference = getattr(scope["app"].state, "inference", None)
         if inference is not None and is_inference(scope["path"]) and inference.saturated():
             return await respond(send, 503, "overloaded: the batching queue is full; retry later", retry)
-        admitted.count += 1
+        counted = False
+
+        def admit() -> None:
+            nonlocal counted
+            if admitted.count >= self.settings.max_requests_in_flight:
+                raise HTTPException(503, f"overloaded: {admitted.count} requests in flight (limit "
+                                    f"{self.settings.max_requests_in_flight}); retry later",
+                                    {"retry-after": retry[0][1].decode()})
+            admitted.count += 1
+            counted = True
+
+        if has_body(scope):
+            receive = admitted_on_body(receive, admit)
+        else:
+            admit()
         try:
             await self.app(scope, receive, send)
         finally:
-            admitted.count -= 1
+            if counted:
+                admitted.count -= 1
+
+
+def admitted_on_body(receive, admit):
+    """`receive`, calling `admit()` (which may refuse) when the last part of the body arrives."""
+    pending = True
+
+    async def receive_admitted():
+        nonlocal pending
+        message = await receive()
+        if pending and (message["type"] != "http.request" or not message.get("more_body", False)):
+            pending = False
+            if message["type"] == "http.request":
+                admit()
+        return message
+
+    return receive_admitted
 
 
 async def respond(send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:

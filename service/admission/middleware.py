@@ -1,16 +1,25 @@
 """Per-request bookkeeping as plain ASGI middleware (no per-request task or body copy, unlike
 Starlette's BaseHTTPMiddleware): the request id (X-Request-ID, echoed back), the in-flight gauge,
 the request's deadline, its place among the arrivals the batchers wait for, the duration
-histogram by route template and one JSON log line (plus an "accepted" line at debug level)."""
+histogram by route template and one JSON log line (plus an "accepted" line at debug level).
+
+The deadline covers the whole request, reading its body included: it runs from the request's
+headers, and the body must arrive within ECG_BODY_TIMEOUT_S (else a 408) and by the deadline plus
+BODY_SLACK_S (else a 504), either closing the connection: a client trickling its body holds
+nothing for longer. A request takes its place among the batchers' arrivals only once its body is
+in: a slow upload is not one the batchers should wait for.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
 import re
 import time
 
+from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from service.metrics import ServiceMetrics
@@ -41,6 +50,68 @@ def route_template(scope) -> str:
     if table is None:
         table = app.state.route_templates = [(compile_path(path)[0], path) for path in app.openapi()["paths"]]
     return next((template for pattern, template in table if pattern.match(scope["path"])), "unmatched")
+
+
+BODY_SLACK_S = 0.05  # a body may arrive this long past the request's deadline (then answered 504 at once)
+
+
+class BodyTimeout(HTTPException):
+    """The body did not arrive in time: 408 (the body timeout) or 504 (the request's deadline), and
+    the connection closes (the rest is not awaited)."""
+
+    def __init__(self, seconds: float, deadline: bool):
+        if deadline:
+            super().__init__(504, f"the request's deadline of {seconds:g} s passed while its body was read",
+                             {"connection": "close"})
+        else:
+            super().__init__(408, f"request body not received within {seconds:g} s", {"connection": "close"})
+
+
+class NoTicket:
+    """The place of a request whose body is still arriving: none yet, so done() does nothing."""
+
+    def done(self) -> None:
+        pass
+
+
+NO_TICKET = NoTicket()
+
+
+def has_body(scope) -> bool:
+    """Whether the request announces a body (a Content-Length above 0, or a Transfer-Encoding)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return value != b"0"
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+def timed_receive(receive, body_s: float, timeout_s: float, started: float, on_complete):
+    """`receive`, each call bounded so the whole body arrives within `body_s` and by the request's
+    deadline (`timeout_s` after `started`, time.monotonic(), the event loop's clock) plus
+    BODY_SLACK_S; `on_complete()` once the last part is in. After the body, untouched."""
+    reading = True
+    by_deadline = timeout_s + BODY_SLACK_S < body_s
+    deadline = started + (timeout_s + BODY_SLACK_S if by_deadline else body_s)
+
+    async def receive_in_time():
+        nonlocal reading
+        if not reading:
+            return await receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            reading = False
+            raise BodyTimeout(timeout_s if by_deadline else body_s, by_deadline) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            reading = False
+            if message["type"] == "http.request":
+                on_complete()
+        return message
+
+    return receive_in_time
 
 
 def is_inference(path: str) -> bool:
@@ -76,10 +147,18 @@ class RequestBookkeeping:
             log.debug(json.dumps({"event": "accepted", "request_id": rid, "path": scope["path"]}))
         timeout = requested_timeout(scope, self.settings)
         state["timeout_s"] = timeout
-        state["deadline"] = time.monotonic() + timeout
+        now = time.monotonic()
+        state["deadline"] = now + timeout
         inference = getattr(scope["app"].state, "inference", None)
-        ticket = inference.arrivals.ticket() if inference is not None and is_inference(scope["path"]) else None
-        state["ticket"] = ticket
+        counts = inference is not None and is_inference(scope["path"])
+        body = has_body(scope)
+        state["ticket"] = (NO_TICKET if body else inference.arrivals.ticket()) if counts else None
+        if body:
+            def body_complete():
+                if counts:
+                    state["ticket"] = inference.arrivals.ticket()
+
+            receive = timed_receive(receive, self.settings.body_timeout_s, timeout, now, body_complete)
         status = 500
 
         async def send_status(message):
@@ -93,8 +172,8 @@ class RequestBookkeeping:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            if ticket is not None:
-                ticket.done()
+            if state["ticket"] is not None:
+                state["ticket"].done()
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = route_template(scope)

@@ -19,6 +19,8 @@ lean routes do not take.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI
 from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from pydantic import ValidationError
@@ -30,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route, Router, request_response
 
 from service.api import classify, oip
+from service.runtime.batching import Timeout
 from service.schemas import PredictRequest
 from service.settings import Settings
 
@@ -112,8 +115,16 @@ def declares_json(content_type: str | None) -> bool:
     return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
+def check_deadline(request: Request) -> None:
+    """A request whose deadline passed while its body was read is answered now, not parsed: under
+    load, parsing bodies nobody will wait for is what makes every other answer late."""
+    if time.monotonic() > request.state.deadline:
+        raise Timeout("deadline passed before the body was parsed")
+
+
 async def predict(request: Request) -> Response:
     body = await request.body()
+    check_deadline(request)
     if not declares_json(request.headers.get("content-type")):
         return Replay(body)
     try:

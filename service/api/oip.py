@@ -9,8 +9,9 @@ INT32 [n] (each beat's function evaluations). Solver settings travel in the requ
 sets the deadline. Binary: a request whose JSON header is followed by raw tensor bytes says so with
 the Inference-Header-Content-Length header and `binary_data_size` on its input; outputs come back
 binary where `binary_data` or `binary_data_output` asks for it. Errors are {"error": "..."}:
-400 for a bad request, 404 for an unknown model or version, 503 overloaded (Retry-After), 504
-past the deadline.
+400 for a bad request, 404 for an unknown model, version or route, 405 for a method a route does
+not take, 408 for a body not received in time, 503 overloaded (Retry-After), 504 past the
+deadline. Health answers are JSON too: {"live": true}, {"ready": true}.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from service.api.classify import log_answer
+from service.errors import quoted
 from service.runtime.batching import Overloaded, Timeout
 from service.signal.beats import CLASSES
 from service.runtime.inference import Inference, Result
@@ -63,10 +65,14 @@ class OIPError(Exception):
         self.status, self.retry_after_s = status, retry_after_s
 
 
-def error_response(err: OIPError) -> Response:
-    headers = {"Retry-After": str(max(1, round(err.retry_after_s)))} if err.retry_after_s else None
+def error_response(err: OIPError, headers: dict | None = None) -> Response:
+    """The protocol's error answer, {"error": "..."} (tritonclient reads nothing else); also for
+    unknown routes and methods under /v2 and for refusals before the route (the app's handler)."""
+    headers = dict(headers or {})
+    if err.retry_after_s:
+        headers["Retry-After"] = str(max(1, round(err.retry_after_s)))
     return Response(orjson.dumps({"error": str(err)}), status_code=err.status, media_type="application/json",
-                    headers=headers)
+                    headers=headers or None)
 
 
 def inference_of(request: Request) -> Inference:
@@ -79,9 +85,9 @@ def inference_of(request: Request) -> Inference:
 def model_of(request: Request, name: str, version: str | None = None) -> LoadedModel:
     loaded = inference_of(request).registry.models.get(name)
     if loaded is None:
-        raise OIPError(404, f"unknown model {name!r}")
+        raise OIPError(404, f"unknown model {quoted(name)}")
     if version is not None and version != loaded.version:
-        raise OIPError(404, f"model {name!r} has version {loaded.version!r}, not {version!r}")
+        raise OIPError(404, f"model {name!r} has version {loaded.version!r}, not {quoted(version)}")
     return loaded
 
 
@@ -109,19 +115,24 @@ async def server_metadata(request: Request) -> dict:
     return {"name": "ecg-odenet", "version": request.app.version, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/health/live")
+HEALTH = {"content": {"application/json": {"schema": {"type": "object", "properties": {
+    "live": {"type": "boolean"}, "ready": {"type": "boolean"}}}}}}
+
+
+@router.get("/health/live", responses={200: {"description": "live", **HEALTH}})
 async def server_live() -> Response:
-    """Liveness (200)."""
-    return Response(status_code=200)
+    """Liveness: 200 {"live": true}."""
+    return Response(b'{"live":true}', media_type="application/json")
 
 
-@router.get("/health/ready", responses=RESPONSES)
+@router.get("/health/ready", responses={200: {"description": "ready", **HEALTH}, **RESPONSES})
 async def server_ready(request: Request) -> Response:
-    """Readiness: 200 when every model is loaded and warm and the server is not draining."""
+    """Readiness: 200 {"ready": true} when every model is loaded and warm and the server is not
+    draining, else 503 {"error": ...}."""
     registry = getattr(request.app.state, "registry", None)
     if getattr(request.app.state, "draining", False) or registry is None or not registry.ready:
         return error_response(OIPError(503, "not ready"))
-    return Response(status_code=200)
+    return Response(b'{"ready":true}', media_type="application/json")
 
 
 @router.get("/models/{name}", responses=RESPONSES)
@@ -269,7 +280,10 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
 async def run_inference(request: Request, name: str, version: str | None) -> Response:
     loaded = model_of(request, name, version)
     inference = inference_of(request)
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = await request.body()
+    if time.monotonic() > request.state.deadline:  # not parsed: nobody waits for its answer (lean.py)
+        raise OIPError(504, "the request's deadline passed before its body was parsed")
+    header, binary = split_body(body, request.headers.get(HEADER_LENGTH))
     request_id = header.get("id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID_LENGTH):
         raise OIPError(400, f"'id' must be a string of at most {MAX_ID_LENGTH} characters")
