@@ -8,9 +8,10 @@
 2. End to end: the service's strip path (detection, beats cut in each model's own format,
    classification) on the 22 DS2 records with the models trained on DS1; per-class sensitivity and
    positive predictivity, with and without record 232, where a missed reference beat counts
-   against its class and an unmatched detection against its label.
+   against its class and an unmatched detection against its label (a beat the signal-quality gate
+   left out is a missed beat), and normal beats called S, V, F, Q per 100 detected normal beats.
 Usage: python scripts/evaluate-strips.py [--data ../shared/data/mitdb] [--skip-detectors]
-                                         [--models-dir models] [--model NAME ...]
+                                         [--models-dir models] [--model NAME ...] [--gate on|off|both]
 """
 
 import argparse
@@ -24,6 +25,7 @@ from service.signal.beats import AAMI_GROUPS, CLASSES
 from service.models.registry import ModelRegistry
 from service.signal.strips import detect_r_peaks, strip_beats
 from training.data import DS1, DS2, LEAD
+from training.evaluate import ectopic_calls_per_100_normal
 
 WINDOW_SECONDS = 0.15
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,22 +86,53 @@ def detection(folder: Path, records) -> None:
         print(f"{name:13} {tp:6d} {fn:7d} {fp:7d} {100 * tp / (tp + fn):6.2f} {100 * tp / (tp + fp):7.2f}")
 
 
-def record_confusion(folder: Path, record: str, loaded) -> np.ndarray:
-    """Reference beat x predicted label for one record through the strip path; the last row and
-    column stand for "no beat" (a missed reference beat, a detection without one)."""
+def predict_labels(loaded, beats: np.ndarray) -> np.ndarray:
+    """The model's label index for each beat (none for none)."""
+    if len(beats) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([loaded.predictor.predict(beats[i:i + 1024]).probabilities.argmax(1)
+                           for i in range(0, len(beats), 1024)])
+
+
+def strip_confusion(found, predicted: np.ndarray, reference: np.ndarray, labels: np.ndarray, flutter, fs: float,
+                    scored_region=None) -> np.ndarray:
+    """Reference beat x predicted label of one strip-path answer (`found`, a StripBeats, and its
+    labels); the last row and column stand for "no beat" (a missed reference beat, a detection
+    without one). A beat the quality gate left out is a missed beat. `scored_region`, if given,
+    maps sample indices to True where they are scored (reference beats and unmatched detections)."""
     confusion = np.zeros((len(CLASSES) + 1, len(CLASSES) + 1), dtype=np.int64)
-    signal, fs, reference, labels, flutter = read(folder, record)
-    found = strip_beats(signal, fs, loaded.input_kind)
-    predicted = np.concatenate([loaded.predictor.predict(found.beats[i:i + 1024]).probabilities.argmax(1)
-                                for i in range(0, len(found.beats), 1024)])
-    matched = match(reference, found.peaks, int(WINDOW_SECONDS * fs))
-    for label, m in zip(labels, matched):
+    def inside(samples: np.ndarray) -> np.ndarray:
+        return scored_region(samples) if scored_region else np.ones(samples.size, dtype=bool)
+
+    matched = match(reference, found.peaks, int(WINDOW_SECONDS * fs)) if found.peaks.size else \
+        np.full(reference.size, -1)
+    for label, m in zip(labels[inside(reference)], matched[inside(reference)]):
         confusion[label, predicted[m] if m >= 0 else -1] += 1
     unmatched = np.setdiff1d(np.arange(found.peaks.size), matched[matched >= 0])
     unmatched = unmatched[np.isin(found.peaks[unmatched], scored(found.peaks[unmatched], flutter))]
+    unmatched = unmatched[inside(found.peaks[unmatched])]
     for p in predicted[unmatched]:
         confusion[-1, p] += 1
     return confusion
+
+
+def record_confusion(folder: Path, record: str, loaded, gate: bool = True) -> np.ndarray:
+    """strip_confusion of one whole record through the strip path."""
+    signal, fs, reference, labels, flutter = read(folder, record)
+    found = strip_beats(signal, fs, loaded.input_kind, gate=gate)
+    return strip_confusion(found, predict_labels(loaded, found.beats), reference, labels, flutter, fs)
+
+
+def detection_se_ppv(confusion: np.ndarray) -> tuple[float, float]:
+    """Beat detection sensitivity and positive predictivity from a strip_confusion matrix."""
+    tp = confusion[:-1, :-1].sum()
+    return tp / max(confusion[:-1].sum(), 1), tp / max(confusion[:, :-1].sum(), 1)
+
+
+def class_se_ppv(confusion: np.ndarray, name: str) -> tuple[float, float]:
+    """A class's sensitivity and positive predictivity (missed beats count against its sensitivity)."""
+    i = CLASSES.index(name)
+    return confusion[i, i] / max(confusion[i].sum(), 1), confusion[i, i] / max(confusion[:, i].sum(), 1)
 
 
 def print_confusion(title: str, confusion: np.ndarray) -> None:
@@ -108,20 +141,32 @@ def print_confusion(title: str, confusion: np.ndarray) -> None:
     for i, row in enumerate(confusion):
         print(f"{(*CLASSES, '-')[i]:>5} " + " ".join(f"{v:7d}" for v in row))
     print("class   Se %    +P %")
-    for i, c in enumerate(CLASSES[:4]):
-        se = confusion[i, i] / max(confusion[i].sum(), 1)
-        ppv = confusion[i, i] / max(confusion[:, i].sum(), 1)
+    for c in CLASSES[:4]:
+        se, ppv = class_se_ppv(confusion, c)
         print(f"{c:>5} {100 * se:6.2f} {100 * ppv:7.2f}")
+    se, ppv = detection_se_ppv(confusion)
+    print(f"detection Se {100 * se:.2f} %  +P {100 * ppv:.2f} %")
+    calls = ectopic_calls_per_100_normal(confusion)
+    print("ectopic calls per 100 detected normal beats: "
+          + "  ".join(f"{c} {calls[c]:.2f}" for c in ("S", "V", "F", "Q", "all")))
 
 
-def end_to_end(folder: Path, models: Path, names: list[str]) -> None:
+def end_to_end(folder: Path, models: Path, names: list[str], gates=(True,)) -> None:
     registry = ModelRegistry.load(models)
-    for name in names:
-        loaded = registry.models[name]
-        per_record = {record: record_confusion(folder, record, loaded) for record in DS2}
-        print_confusion(f"{name} on DS2 through the strip path", sum(per_record.values()))
-        print_confusion(f"{name} on DS2 without 232 through the strip path",
-                        sum(c for r, c in per_record.items() if r != "232"))
+    loaded = [registry.models[name] for name in names]
+    per_record = {}  # (model, gate) -> record -> confusion; each record's strip path runs once per input kind
+    for record in DS2:
+        signal, fs, reference, labels, flutter = read(folder, record)
+        for gate in gates:
+            for kind in sorted({m.input_kind for m in loaded}):
+                found = strip_beats(signal, fs, kind, gate=gate)
+                for model in (m for m in loaded if m.input_kind == kind):
+                    per_record.setdefault((model.name, gate), {})[record] = strip_confusion(
+                        found, predict_labels(model, found.beats), reference, labels, flutter, fs)
+    for (name, gate), confusions in per_record.items():
+        title = f"{name} on DS2 through the strip path, quality gate {'on' if gate else 'off'}"
+        print_confusion(title, sum(confusions.values()))
+        print_confusion(title.replace("DS2", "DS2 without 232"), sum(c for r, c in confusions.items() if r != "232"))
 
 
 def main() -> None:
@@ -131,10 +176,13 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["context-odenet-ds1", "context-resnet-ds1"],
                         help="DS1-trained models to run end to end")
     parser.add_argument("--skip-detectors", action="store_true")
+    parser.add_argument("--gate", choices=("on", "off", "both"), default="on",
+                        help="the signal-quality gate in the end-to-end strip path (default on, as served)")
     args = parser.parse_args()
     if not args.skip_detectors:
         detection(args.data, tuple(sorted(DS1 + DS2)))
-    end_to_end(args.data, args.models_dir, args.model)
+    gates = {"on": (True,), "off": (False,), "both": (False, True)}[args.gate]
+    end_to_end(args.data, args.models_dir, args.model, gates)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,19 @@ def se_ppv(m, c):
     return f"{pct(per['recall'])} / {pct(per['precision'])}" if per["support"] else "-"
 
 
+def ectopic_calls(m) -> str:
+    """Normal beats called S, V, F, Q per 100 normal beats, read from the card's confusion matrix
+    (the same figure ecg-evaluate writes as ectopic_calls_per_100_normal)."""
+    normal = m["confusion_matrix"][0]
+    total = max(sum(normal), 1)
+    calls = [100 * normal[CLASSES.index(c)] / total for c in "SVFQ"]
+    return f"{sum(calls):.1f} ({' / '.join(f'{x:.1f}' for x in calls)})"
+
+
 def inter_patient() -> None:
-    print("| model | input | DS2 records | N Se / +P | S Se / +P | V Se / +P | F Se / +P | macro-F1 (N, S, V, F) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| model | input | DS2 records | N Se / +P | S Se / +P | V Se / +P | F Se / +P | macro-F1 (N, S, V, F) "
+          "| ectopic calls per 100 N: all (S / V / F / Q) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name, card in cards.items():
         for key, records in (("inter_DS2", "all 22"), ("inter_DS2_without_232", "without 232")):
             m = card["metrics"].get(key)
@@ -33,9 +43,9 @@ def inter_patient() -> None:
                 continue
             f1 = sum(m["per_class"][c]["f1"] for c in "NSVF") / 4
             print(f"| `{name}` | {card['input'].get('kind', 'beat')} | {records} | "
-                  + " | ".join(se_ppv(m, c) for c in "NSVF") + f" | {f1:.3f} |")
+                  + " | ".join(se_ppv(m, c) for c in "NSVF") + f" | {f1:.3f} | {ectopic_calls(m)} |")
     for source, s, v in ANCHORS:
-        print(f"| {source} (published) | features | all 22 | - | {s} | {v} | - | - |")
+        print(f"| {source} (published) | features | all 22 | - | {s} | {v} | - | - | - |")
 
 
 def selection() -> None:

@@ -6,7 +6,9 @@ rule then drops a detection that follows the previous one within 360 ms with les
 slope, and wfdb's correct_peaks moves each detection onto the QRS extremum, because training beats
 start exactly at the annotated R-peak. The beats are then cut by service.signal.beats.extract_beats: the
 same code that built the training set, in the format the chosen model reads: 187-sample beats
-(service.signal.beats) or context beats (service.signal.context).
+(service.signal.beats) or context beats (service.signal.context). Stretches the signal-quality gate
+(service.signal.quality) finds unreadable are reported as spans, and the beats inside them are dropped:
+noise is not labelled as heartbeats.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from wfdb import processing
 
 from service.signal.beats import extract_beats
 from service.signal.context import context_beats, network_input
+from service.signal.quality import Span, readable, unreadable_spans
 
 MIN_SECONDS = 10.0
 MAX_SECONDS = 60 * 60.0
@@ -41,9 +44,10 @@ class StripError(ValueError):
 
 @dataclass(frozen=True)
 class StripBeats:
-    peaks: np.ndarray  # R-peak sample indices at the strip's own sampling rate
+    peaks: np.ndarray  # R-peak sample indices at the strip's own sampling rate, outside unreadable spans
     beats: np.ndarray  # (n, input size): the model's input format
     reason: str | None  # why no beats were found, when none were
+    unreadable: tuple[Span, ...] = ()  # stretches with no readable ECG; their beats are not in `peaks`
 
 
 def check_strip(signal: np.ndarray, fs: float) -> None:
@@ -100,10 +104,26 @@ def beats_of(signal_mv: np.ndarray, fs: float, peaks: np.ndarray, kind: str) -> 
     return extract_beats(signal_mv, fs, peaks)
 
 
-def strip_beats(signal_mv: np.ndarray, fs: float, kind: str = "beat") -> StripBeats:
-    """Validate a strip in mV, find its R-peaks and cut its beats in the `kind` format."""
+def no_beats_reason(signal: np.ndarray, fs: float, detected: int, spans: list[Span]) -> str | None:
+    """Why a strip yields no beat to label, when it yields none."""
+    unreadable_s = sum(span.end_s - span.start_s for span in spans)
+    if spans and unreadable_s >= signal.size / fs - 1e-6:
+        kinds = " and ".join(sorted({span.reason for span in spans}))
+        return f"no readable ECG: the whole strip is unreadable ({kinds})"
+    if detected and spans:
+        return "no QRS complexes detected outside the unreadable spans"
+    return None if detected else "no QRS complexes detected"
+
+
+def strip_beats(signal_mv: np.ndarray, fs: float, kind: str = "beat", gate: bool = True) -> StripBeats:
+    """Validate a strip in mV, find its R-peaks, drop those in unreadable stretches (unless `gate` is
+    off) and cut the rest's beats in the `kind` format. Beats are cut with every detection in place,
+    so a beat's RR context is the same as without the gate."""
     signal = np.asarray(signal_mv, dtype=np.float64)
     check_strip(signal, fs)
     peaks = detect_r_peaks(signal, fs)
-    reason = None if peaks.size else "no QRS complexes detected"
-    return StripBeats(peaks, beats_of(signal, fs, peaks, kind), reason)
+    spans = unreadable_spans(signal, fs, peaks) if gate else []
+    keep = readable(peaks, fs, spans)
+    beats = beats_of(signal, fs, peaks, kind)[keep]
+    reason = no_beats_reason(signal, fs, peaks.size, spans) if not keep.any() else None
+    return StripBeats(peaks[keep], beats, reason, tuple(spans))
