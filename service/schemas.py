@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.signal.beats import BEAT_LENGTH
 from service.signal.context import CONTEXT_FS, RR_FIELDS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH, ContextBeats, network_input
-from service.models.networks import ADAPTIVE_METHODS, FIXED_STEP_METHODS
+from service.models.solver import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 
 Sample = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 Beat = Annotated[list[Sample], Field(min_length=BEAT_LENGTH, max_length=BEAT_LENGTH)]
@@ -167,17 +167,99 @@ class StripSummary(BaseModel):
     lead: str | None = Field(None, description="lead analysed, where the input names leads")
 
 
+class BeatCounts(BaseModel):
+    total: int
+    N: int
+    S: int
+    V: int
+    F: int
+    Q: int
+
+
+class HeartRateWindow(BaseModel):
+    start_s: float
+    end_s: float
+    bpm: float | None = Field(..., description="60 / mean RR of the window; null without an RR interval")
+    beats: int
+
+
+class HeartRate(BaseModel):
+    min_bpm: float | None = Field(..., description="slowest window (of those at least half readable)")
+    min_at_s: float | None = Field(..., description="start of the slowest window")
+    mean_bpm: float | None = Field(..., description="60 / mean RR of the whole record")
+    max_bpm: float | None
+    max_at_s: float | None
+    window_s: float
+    trend: list[HeartRateWindow]
+
+
+class Run(BaseModel):
+    start_s: float = Field(..., description="R-peak of the run's first beat")
+    end_s: float = Field(..., description="R-peak of the run's last beat")
+    beats: int
+    rate_bpm: float | None = Field(..., description="60 x (beats - 1) / (end_s - start_s)")
+
+
+class Episode(BaseModel):
+    start_s: float
+    end_s: float
+    beats: int
+
+
+class Ectopy(BaseModel):
+    isolated: int = Field(..., description="ectopic beats with no neighbour of their class")
+    isolated_per_hour: float | None = Field(..., description="per hour of analysed signal")
+    couplets: int = Field(..., description="exactly 2 consecutive")
+    triplets: int = Field(..., description="exactly 3 consecutive (also listed in runs)")
+    runs: list[Run] = Field(..., description=">= 3 consecutive")
+    bigeminy: list[Episode]
+    trigeminy: list[Episode]
+
+
+class Pause(BaseModel):
+    start_s: float = Field(..., description="R-peak that starts the pause")
+    duration_s: float
+
+
+class ReviewShare(BaseModel):
+    beats: int = Field(..., description="beats flagged for review")
+    share: float | None = Field(..., description="their share of all beats; null without beats")
+
+
+class UnreadableSpan(BaseModel):
+    start_s: float
+    end_s: float
+    reason: str | None
+
+
+class RhythmReport(BaseModel):
+    """A Holter-style rhythm report of the strip; every definition is in docs/reports.md."""
+
+    duration_s: float
+    analysed_s: float = Field(..., description="duration less the unreadable spans")
+    beats: BeatCounts
+    heart_rate: HeartRate
+    ectopy: dict[Literal["V", "S"], Ectopy]
+    pauses: list[Pause]
+    pause_threshold_s: float
+    review: ReviewShare
+    unreadable: list[UnreadableSpan]
+    definitions: str = Field(..., description="where the definitions are written down")
+
+
 class StripResponse(BaseModel):
     model: str
     version: str
     beats: list[StripBeat]
     summary: StripSummary
+    report: RhythmReport | None = Field(None, description="rhythm report of the strip (docs/reports.md)")
     solver: SolverReport | None
     latency_ms: float = Field(..., description="time spent in the predictor")
     reason: str | None = Field(None, description="why no beats were found, when none were")
 
 
 QueryTolerance = Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)]
+AnswerFormat = Literal["json", "atr"]
 
 
 class UploadOptions(BaseModel):
@@ -191,6 +273,8 @@ class UploadOptions(BaseModel):
     rtol: QueryTolerance | None = None
     atol: QueryTolerance | None = None
     step_size: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    format: AnswerFormat = Field("json", description="json: the StripResponse; atr: the beats as a WFDB "
+                                 "annotation file (MIT beat codes) to download")
 
     def solver(self) -> dict | None:
         """The solver settings the client set, if any."""

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 SERVICE = Path(__file__).resolve().parent.parent / "service"
-VOCABULARY = {"schemas", "errors", "metrics", "settings"}
+VOCABULARY = {"schemas", "errors", "metrics", "settings", "report"}
 
 # layer -> the layers it may import from (its own included)
 ALLOWED = {
@@ -20,6 +20,7 @@ ALLOWED = {
     "api": {"signal", "models", "vocabulary", "runtime", "api"},
     "app": {"signal", "models", "vocabulary", "runtime", "admission", "api", "app"},
     "server": {"vocabulary", "app", "server"},
+    "cli": {"signal", "models", "vocabulary", "runtime", "cli"},
     "package": set(),  # service/__init__.py: documentation only
 }
 

@@ -9,19 +9,22 @@ from typing import Annotated
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from service.report import rhythm_report
+from service.signal.quality import unbroken_intervals
+from service.signal.annotations import EXTENSION, MEDIA_TYPE, annotation_bytes, record_name_of
 from service.signal.beats import CLASSES
 from service.errors import invalid, strip_invalid
 from service.runtime.inference import Inference, Result
-from service.models.networks import SolverConfig
+from service.models.solver import SolverConfig
 from service.models.registry import LoadedModel
 from service.schemas import (
-    BeatPrediction, PredictRequest, PredictResponse, SolverReport, StripBeat, StripResponse, StripSummary,
-    UploadOptions,
+    AnswerFormat, BeatPrediction, PredictRequest, PredictResponse, RhythmReport, SolverReport, StripBeat,
+    StripResponse, StripSummary, UploadOptions,
 )
 from service.runtime.strip_worker import BodyInvalid, StripAnalysis, StripRejected, StripTask, spool
 
@@ -109,7 +112,7 @@ async def predict(body: PredictRequest, request: Request,
 def strip_response(found: StripAnalysis, loaded: LoadedModel, solver: SolverConfig | None, result: Result,
                    request: Request) -> StripResponse:
     labels = result.labels
-    rr = np.diff(found.peaks) / found.fs
+    rr = (np.diff(found.peaks) / found.fs)[unbroken_intervals(found.peaks, found.fs, found.unreadable)]
     log_answer(request, loaded, result)
     return StripResponse(
         model=loaded.name, version=loaded.version, solver=solver_report(solver, result),
@@ -121,7 +124,21 @@ def strip_response(found: StripAnalysis, loaded: LoadedModel, solver: SolverConf
             n_beats=len(labels), counts={c: int(np.sum(labels == k)) for k, c in enumerate(CLASSES)},
             mean_heart_rate_bpm=float(60.0 / rr.mean()) if rr.size else None,
             duration_s=found.duration_s, sampling_rate=found.fs, lead=found.lead),
+        report=RhythmReport.model_validate(
+            rhythm_report(found.peaks / found.fs, [CLASSES[i] for i in labels], found.duration_s,
+                          unreadable=found.unreadable)),
     )
+
+
+async def strip_answer(answer: StripResponse, answer_format: str, record: str | None, fs: float):
+    """The strip's answer as JSON, or (format=atr) as a WFDB annotation file to download."""
+    if answer_format == "json":
+        return answer
+    name = record_name_of(record)
+    content = await run_in_threadpool(annotation_bytes, name, [b.sample for b in answer.beats],
+                                      [b.label for b in answer.beats], fs, answer.model, answer.version)
+    return Response(content, media_type=MEDIA_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{name}.{EXTENSION}"'})
 
 
 async def analyse_strip(task: StripTask, request: Request, inference: Inference, samples_loc: tuple) -> StripAnalysis:
@@ -142,18 +159,22 @@ async def analyse_strip(task: StripTask, request: Request, inference: Inference,
             os.unlink(task.path)
 
 
-STRIP_ERRORS = {413: {"description": "body larger than the route's limit"},
+STRIP_ERRORS = {200: {"description": "the strip's beats and rhythm report (JSON), or with format=atr its beats "
+                      f"as a WFDB annotation file (<record>.{EXTENSION}, MIT beat codes; docs/reports.md)",
+                      "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+                413: {"description": "body larger than the route's limit"},
                 422: {"description": "invalid strip, model or solver settings"},
                 503: {"description": "overloaded: retry after the Retry-After header's seconds"},
                 504: {"description": "the request's deadline passed"}}
 STRIP_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/StripRequest"}}}}}
 FHIR_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"type": "object", "description": "an HL7 FHIR R4 Observation with valueSampledData"}}}}}
+    "schema": {"type": "object", "description": "an HL7 FHIR Observation (R4: SampledData.period; R5: SampledData.interval) with valueSampledData"}}}}}
 
 
 @strips.post("/predict/strip", response_model=StripResponse, responses=STRIP_ERRORS, openapi_extra=STRIP_BODY)
-async def predict_strip(request: Request, inference: Inference = Depends(get_inference)) -> StripResponse:
+async def predict_strip(request: Request, inference: Inference = Depends(get_inference),
+                        format: AnswerFormat = Query("json", description="json, or atr: a WFDB annotation file")):
     """Classify every beat of one lead of raw ECG (10 s to 60 min, 100-1000 Hz, mV or ADC units),
     by default with the context model. The body is a StripRequest."""
     body, path = await spool(request.stream())
@@ -163,32 +184,36 @@ async def predict_strip(request: Request, inference: Inference = Depends(get_inf
     loaded = inference.resolve(found.model, ("body", "model"))
     solver = inference.solver_for(found.solver, loaded, ("body", "solver"))
     result = await inference.classify(loaded, found.beats, solver, request.state.deadline)
-    return strip_response(found, loaded, solver, result, request)
+    return await strip_answer(strip_response(found, loaded, solver, result, request), format, "strip", found.fs)
 
 
-@uploads.post("/predict/wfdb", response_model=StripResponse, responses=STRIP_ERRORS)
+@uploads.post("/predict/wfdb", response_model=StripResponse,
+              responses={**STRIP_ERRORS, 400: {"description": "the body is not valid multipart form data"}})
 async def predict_wfdb(request: Request, options: Annotated[UploadOptions, Query()],
                        header: UploadFile = File(..., description="the record's .hea file"),
                        signal: UploadFile = File(..., description="the signal file the header names"),
-                       inference: Inference = Depends(get_inference)) -> StripResponse:
+                       inference: Inference = Depends(get_inference)):
     """Classify a WFDB record (multipart upload of header and signal file); choose the lead by name."""
     loaded = inference.resolve(options.model, ("query", "model"))
     solver = inference.solver_for(options.solver(), loaded, ("query",))
     header_bytes = await header.read(MAX_HEADER_BYTES + 1)
     if len(header_bytes) > MAX_HEADER_BYTES:
-        raise invalid(("body", "header"), f"header file is larger than {MAX_HEADER_BYTES // 1024} KiB")
+        raise invalid(("body", "header"), f"header file is larger than {MAX_HEADER_BYTES // 1024} KiB; a WFDB "
+                      "header (.hea) is a few lines of text: was the signal file sent as the header?")
     path = await run_in_threadpool(copy_to_file, signal.file)
     task = StripTask("wfdb", path=path, header=header_bytes, lead=options.lead, model=loaded.name,
                      model_kinds=inference.model_kinds())
     found = await analyse_strip(task, request, inference, ("body", "signal"))
     result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",))
-    return strip_response(found, loaded, solver, result, request)
+    record = os.path.splitext(header.filename or "")[0] or "record"
+    return await strip_answer(strip_response(found, loaded, solver, result, request), options.format, record,
+                              found.fs)
 
 
 @strips.post("/predict/fhir", response_model=StripResponse, responses=STRIP_ERRORS, openapi_extra=FHIR_BODY)
 async def predict_fhir(request: Request, options: Annotated[UploadOptions, Query()],
-                       inference: Inference = Depends(get_inference)) -> StripResponse:
-    """Classify the ECG in a FHIR R4 Observation (valueSampledData, or one component per lead)."""
+                       inference: Inference = Depends(get_inference)):
+    """Classify the ECG in a FHIR Observation, R4 or R5 (valueSampledData, or one component per lead)."""
     loaded = inference.resolve(options.model, ("query", "model"))
     solver = inference.solver_for(options.solver(), loaded, ("query",))
     body, path = await spool(request.stream())
@@ -196,7 +221,8 @@ async def predict_fhir(request: Request, options: Annotated[UploadOptions, Query
                      model_kinds=inference.model_kinds())
     found = await analyse_strip(task, request, inference, ("body", "observation"))
     result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",))
-    return strip_response(found, loaded, solver, result, request)
+    return await strip_answer(strip_response(found, loaded, solver, result, request), options.format,
+                              "observation", found.fs)
 
 
 def copy_to_file(source) -> str:
