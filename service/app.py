@@ -10,7 +10,6 @@ import logging
 from contextlib import asynccontextmanager
 
 import numpy as np
-import torch
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
@@ -19,11 +18,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.requests import ClientDisconnect
 
-from service.api import classify, oip, ops
+from service.api import classify, oip, ops, viewer
 from service.api.lean import LeanApp, lean_routes
 from service.runtime.batching import Overloaded, Timeout
-from service.errors import problem, unexpected_error, validation_error
+from service.errors import client_gone, problem, unexpected_error, validation_error
 from service.admission.guard import Admitted, Guard
 from service.runtime.inference import Inference
 from service.metrics import ServiceMetrics
@@ -45,9 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        workers = StripWorkers(settings.strip_workers, settings.max_waiting_strips)
+        workers = StripWorkers(settings.strip_workers, settings.max_waiting_strips, settings.strip_overrun_s,
+                               settings.strip_worker_rss_mib, settings.strip_worker_memory_mib)
         app.state.strip_workers = workers
         registry = ModelRegistry.load(settings.models_dir, settings.torch_threads)
         app.state.registry = registry
@@ -84,8 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             f"X-Request-Timeout (at most {settings.max_request_timeout_s:g} s)")
 
     async def http_error(request, exc: HTTPException):
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body" for a client gone
+            return await client_gone(request, exc.__cause__)
         if exc.status_code == 400 and str(exc.detail).startswith(MULTIPART_LIMITS):  # Starlette's form limits
             return problem(413, f"multipart body over its limits: {exc.detail}")
+        if request.url.path.startswith("/v2") and exc.status_code != 413:  # the protocol's error form
+            return oip.error_response(oip.OIPError(exc.status_code, str(exc.detail)), exc.headers)
         if exc.status_code != 413:
             return await http_exception_handler(request, exc)
         limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
@@ -100,10 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "trained on MIT-BIH: 187-sample beats, context beats (window, template and RR "
                     "intervals) or whole strips; also over the Open Inference Protocol (/v2).",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served offline by service.api.viewer
         lean_routes=lean_routes(settings),
         exception_handlers={RequestValidationError: validation_error, Overloaded: overloaded,
                             WorkerFailed: worker_failed, Timeout: timed_out, HTTPException: http_error,
-                            Exception: unexpected_error},
+                            ClientDisconnect: client_gone, Exception: unexpected_error},
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -120,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        form_limits={"max_files": 2, "max_fields": 0})
     app.include_router(oip.router, max_body_size=settings.predict_body_bytes)
     app.include_router(ops.router, max_body_size=settings.max_body_bytes)
+    app.include_router(viewer.router, max_body_size=settings.max_body_bytes)
 
     def openapi() -> dict:
         """FastAPI's schema, plus the StripRequest body that /predict/strip reads in its workers."""
@@ -129,8 +134,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             strip = StripRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             schema["components"]["schemas"].update(strip.pop("$defs", {}))
             schema["components"]["schemas"]["StripRequest"] = strip
+            state_solver_bounds(schema, settings)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi
     return app
+
+
+def state_solver_bounds(schema: dict, settings: Settings) -> None:
+    """The schema states the bounds the service enforces (settings), not only the type's (0, 1]."""
+    bounds = {"rtol": (settings.min_tolerance, settings.max_tolerance),
+              "atol": (settings.min_tolerance, settings.max_tolerance), "step_size": (settings.min_step_size, 1.0)}
+
+    def bound(node: dict, name: str) -> None:
+        for option in [node, *node.get("anyOf", [])]:
+            if option.get("type") == "number":
+                option.pop("exclusiveMinimum", None)
+                option["minimum"], option["maximum"] = bounds[name]
+
+    solver = schema["components"]["schemas"].get("SolverRequest", {}).get("properties", {})
+    for name in bounds:
+        if name in solver:
+            bound(solver[name], name)
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and parameter["name"] in bounds:
+                    bound(parameter["schema"], parameter["name"])
