@@ -186,7 +186,9 @@ def test_too_many_upload_parts_is_a_413(server, fixture_dir):
     assert response.status_code == 413 and "Maximum number of files is 2" in response.json()["detail"]
 
 
-def test_api_keys_guard_everything_but_health(fixture_beats):
+def test_api_keys_guard_everything_but_health_and_the_pages(fixture_beats):
+    """Probes, scrapes and the service's own pages (no patient data in them) need no key; every
+    route that classifies or lists models does."""
     beat = {"beats": [fixture_beats.beats[0].tolist()]}
     with served(api_keys='["first-key", "second-key"]', cors_origins='["https://ward.example"]') as (base, _):
         with httpx.Client(base_url=base, timeout=30) as client:
@@ -200,6 +202,10 @@ def test_api_keys_guard_everything_but_health(fixture_beats):
             assert client.post("/predict", json=beat, headers={"X-API-Key": "second-key"}).status_code == 200
             assert client.get("/healthz").status_code == client.get("/readyz").status_code == 200
             assert client.get("/metrics").status_code == 200
+            pages = ["/", "/viewer/", "/viewer/viewer.js", "/viewer/examples/208.hea", "/docs", "/redoc",
+                     "/docs/assets/swagger-ui.css", "/openapi.json"]
+            assert {p: client.get(p).status_code for p in pages} == {p: 200 for p in pages}
+            assert client.post("/viewer/", json=beat).status_code == 401  # pages are open to GET only
             preflight = client.options("/predict", headers={"Origin": "https://ward.example",
                                                             "Access-Control-Request-Method": "POST",
                                                             "Access-Control-Request-Headers": "x-api-key"})

@@ -7,7 +7,9 @@ cannot take the places of requests ready to be served. One whose body completes 
 is reached gets its 503 then.
 
 Health, readiness and metrics pass the key and in-flight checks, so probes and scrapes keep
-answering under overload. A refused request is answered at once: 401 (the same words whatever was
+answering under overload. So do GETs of the pages the service serves (the front page, the viewer's
+files, the API docs and their schema): they hold no patient data, and a browser cannot add a key to
+a page it opens; the viewer sends the key the user types with its own requests. A refused request is answered at once: 401 (the same words whatever was
 wrong with the key), 413 naming the limit (and the connection closed, so the rest is not read) or
 503 with Retry-After; it never waits in an unbounded queue. Bodies sent without a length are
 counted while they are read (Starlette's RequestBodyLimitMiddleware, per router).
@@ -26,6 +28,13 @@ from service.admission.middleware import has_body, is_inference
 from service.settings import Settings
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
+PAGE_PATHS = ("/", "/viewer", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+PAGE_PREFIXES = ("/viewer/", "/docs/assets/")
+
+
+def is_page(method: str, path: str) -> bool:
+    """A GET of one of the service's own pages or their static files."""
+    return method in ("GET", "HEAD") and (path in PAGE_PATHS or path.startswith(PAGE_PREFIXES))
 
 
 def body_limit(path: str, settings: Settings) -> int:
@@ -81,7 +90,7 @@ class Guard:
         if length is not None and length > limit:
             return await respond(send, 413, f"request body of {length} bytes is larger than this route's limit "
                                  f"of {limit} bytes", [(b"connection", b"close")])
-        if scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        if scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS" or is_page(scope["method"], scope["path"]):
             return await self.app(scope, receive, send)
         if self.keys and not self.authorised(scope):
             return await respond(send, 401, "missing or invalid API key",

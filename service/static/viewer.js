@@ -26,6 +26,15 @@ $("legend").append(...Object.entries(COLOURS).map(([name, colour]) => {
   return chip;
 }));
 
+// The API key the user typed (only needed where the service has ECG_API_KEYS), for this tab only.
+$("api-key").value = sessionStorage.getItem("ecg-api-key") ?? "";
+$("api-key").addEventListener("change", () => { sessionStorage.setItem("ecg-api-key", $("api-key").value); loadModels(); });
+
+function withKey(headers = {}) {
+  const key = $("api-key").value.trim();
+  return key ? { ...headers, "X-API-Key": key } : headers;
+}
+
 function say(text, error = false) {
   $("status").textContent = text;
   $("status").classList.toggle("error", error);
@@ -33,9 +42,10 @@ function say(text, error = false) {
 
 async function loadModels() {
   try {
-    const answer = await fetch(`${API}models`);
+    const answer = await fetch(`${API}models`, { headers: withKey() });
     if (!answer.ok) return;
     const { models } = await answer.json();
+    $("model").replaceChildren($("model").options[0]);
     for (const [name, card] of Object.entries(models)) {
       if (card.input_kind !== "context") continue;  // strips are cut into context beats
       const option = document.createElement("option");
@@ -78,14 +88,14 @@ async function analyse(files) {
       form.append("signal", record.signalFile, record.signalFile.name);
       const query = new URLSearchParams({ lead: String(record.lead) });
       if ($("model").value) query.set("model", $("model").value);
-      request = fetch(`${API}predict/wfdb?${query}`, { method: "POST", body: form, headers: { "X-Request-Timeout": "300" } });
+      request = fetch(`${API}predict/wfdb?${query}`, { method: "POST", body: form, headers: withKey({ "X-Request-Timeout": "300" }) });
     } else {
       const { mv, rate } = parseCsv(await record.file.text(), parseFloat($("rate").value));
       show(record, mv, rate);
       const body = { sampling_rate: rate, signal: Array.from(mv) };
       if ($("model").value) body.model = $("model").value;
       request = fetch(`${API}predict/strip`, { method: "POST", body: JSON.stringify(body),
-        headers: { "content-type": "application/json", "X-Request-Timeout": "300" } });
+        headers: withKey({ "content-type": "application/json", "X-Request-Timeout": "300" }) });
     }
     await paint();
     state.timings.signal_paint_ms = performance.now() - t0;
@@ -113,6 +123,7 @@ function describeError(status, answer) {
   const detail = answer?.detail;
   if (Array.isArray(detail)) return `the service refused the record (${status}): ` +
     detail.map(d => `${(d.loc ?? []).join(".")}: ${d.msg}`).join("; ");
+  if (status === 401) return `the service needs an API key (${detail ?? "401"}): type it in the API key field`;
   return `the service answered ${status}: ${detail ?? "no detail"}`;
 }
 
