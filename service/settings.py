@@ -50,7 +50,8 @@ class Settings(BaseSettings):
                                    "the analysis ends (its answer is dropped); only one still running this long "
                                    "after its deadline has its worker killed and replaced")
     api_keys: list[SecretStr] = Field(default_factory=list, description="if set, every route but health, "
-                                      "metrics and the service's pages needs one (Authorization: Bearer KEY or X-API-Key: KEY)")
+                                      "metrics and the service's pages needs one (Authorization: Bearer "
+                                      "KEY or X-API-Key: KEY)")
     cors_origins: list[str] = Field(default_factory=list, description="origins browsers may call from")
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line and headers of one request, in "
                                   "bytes; past it a 431 and the connection closed")
