@@ -9,9 +9,11 @@ is reached gets its 503 then.
 Health, readiness and metrics pass the key and in-flight checks, so probes and scrapes keep
 answering under overload. So do GETs of the pages the service serves (the front page, the viewer's
 files, the API docs and their schema): they hold no patient data, and a browser cannot add a key to
-a page it opens; the viewer sends the key the user types with its own requests. A refused request is answered at once: 401 (the same words whatever was
-wrong with the key), 413 naming the limit (and the connection closed, so the rest is not read) or
-503 with Retry-After; it never waits in an unbounded queue. Bodies sent without a length are
+a page it opens; the viewer sends the key the user types with its own requests.
+
+A refused request is answered at once: 401 (the same words whatever was wrong with the key), 413
+naming the limit (and the connection closed, so the rest is not read) or 503 with Retry-After; it
+never waits in an unbounded queue. Bodies sent without a length are
 counted while they are read (Starlette's RequestBodyLimitMiddleware, per router).
 """
 

@@ -169,7 +169,8 @@ STRIP_ERRORS = {200: {"description": "the strip's beats and rhythm report (JSON)
 STRIP_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/StripRequest"}}}}}
 FHIR_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"type": "object", "description": "an HL7 FHIR Observation (R4: SampledData.period; R5: SampledData.interval) with valueSampledData"}}}}}
+    "schema": {"type": "object", "description": "an HL7 FHIR Observation with valueSampledData (R4: "
+               "SampledData.period; R5: SampledData.interval)"}}}}}
 
 
 @strips.post("/predict/strip", response_model=StripResponse, responses=STRIP_ERRORS, openapi_extra=STRIP_BODY)

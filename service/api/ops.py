@@ -1,4 +1,5 @@
-"""Operations: the front page (links to the viewer and the docs), the loaded models' cards, liveness, readiness and Prometheus metrics."""
+"""Operations: the front page (links to the viewer and the docs), the loaded models' cards,
+liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
