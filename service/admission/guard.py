@@ -13,8 +13,8 @@ a page it opens; the viewer sends the key the user types with its own requests.
 
 A refused request is answered at once: 401 (the same words whatever was wrong with the key), 413
 naming the limit (and the connection closed, so the rest is not read) or 503 with Retry-After; it
-never waits in an unbounded queue. Bodies sent without a length are
-counted while they are read (Starlette's RequestBodyLimitMiddleware, per router).
+never waits in an unbounded queue. Bodies sent without a length are counted while they are read
+(Starlette's RequestBodyLimitMiddleware, per router).
 """
 
 from __future__ import annotations
