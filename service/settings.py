@@ -72,5 +72,5 @@ class Settings(BaseSettings):
     max_tolerance: float = Field(1e-1, gt=0, description="largest rtol/atol a request may ask for")
     max_num_steps: int = Field(1000, ge=1, description="adaptive solver step budget per solve")
     min_step_size: float = Field(0.01, gt=0, description="smallest fixed-solver step (<= 100 steps)")
-    torch_threads: int | None = Field(None, ge=1, description="CPU threads of each torch and onnxruntime "
-                                      "inference call (default: torch's; 1 for onnxruntime)")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads of each onnxruntime inference call "
+                                      "(default 1; the name is older than serving without torch)")
