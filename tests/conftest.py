@@ -64,13 +64,14 @@ def wait_ready(url: str, process: subprocess.Popen, output=None, seconds: float 
 
 
 @contextlib.contextmanager
-def served(**settings):
-    """A real `ecg-serve` (uvicorn, its own process) with ECG_* settings; yields (base URL, process).
-    Its output is read as it comes (a full pipe would stall the server) and is in process.output
-    once the block ends."""
+def served(env: dict | None = None, ready_s: float = 90, **settings):
+    """A real `ecg-serve` (uvicorn, its own process) with ECG_* settings, in `env` (default: this
+    process's environment); yields (base URL, process). Its output is read as it comes (a full pipe
+    would stall the server) and is in process.output once the block ends."""
     port = free_port()
     command = shutil.which("ecg-serve", path=os.path.dirname(sys.executable))
-    env = {**os.environ, "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS), "ECG_LOG_LEVEL": "warning",
+    env = {**(os.environ if env is None else env), "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS),
+           "ECG_LOG_LEVEL": "warning",
            **{f"ECG_{k.upper()}": str(v) for k, v in settings.items()}}
     process = subprocess.Popen([command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
@@ -79,7 +80,7 @@ def served(**settings):
     reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{base}/readyz", process, lambda: "".join(lines))
+        wait_ready(f"{base}/readyz", process, lambda: "".join(lines), seconds=ready_s)
         yield base, process
     finally:
         if process.poll() is None:

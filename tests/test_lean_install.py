@@ -9,16 +9,14 @@ import swallowed by a try/except still fails the test."""
 import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
-import threading
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, MODELS, ROOT, free_port, wait_ready
+from conftest import FIXTURES, MODELS, ROOT, served
 from service.signal.beats import CLASSES
 
 BLOCKER = '''
@@ -54,22 +52,8 @@ def no_torch_env(tmp_path_factory):
 def lean_server(no_torch_env):
     """`ecg-serve` with torch unimportable; yields its base URL; afterwards, no torch import was tried."""
     env, tries = no_torch_env
-    port = free_port()
-    env = {**env, "ECG_PORT": str(port), "ECG_MODELS_DIR": str(MODELS), "ECG_LOG_LEVEL": "warning"}
-    command = shutil.which("ecg-serve", path=os.path.dirname(sys.executable))
-    process = subprocess.Popen([command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(f"{base}/readyz", process, lambda: "".join(lines), seconds=180)
+    with served(env=env, ready_s=180) as (base, _):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        reader.join(timeout=10)
     assert not tries.exists(), f"the service tried to import {tries.read_text().split()}"
 
 
