@@ -73,15 +73,7 @@ def test_beat_detection_finds_every_reference_beat(fixtures_out, record):
     assert "3 of 3 records classified" in stderr
 
 
-# 232's first two minutes hold long sinus pauses in which GQRS picks up 5 low-slope waves (4 of them
-# under a fifth of the record's median QRS slope): +P 115/120. The mark is strict, so the test
-# fails (XPASS) the day service.signal.strips stops detecting them, and the mark must go.
-DETECTOR_FALSE_POSITIVES = pytest.mark.xfail(strict=True, reason="R-peak detector: 5 false detections in "
-                                             "the pauses of 232's first 2 minutes (+P 95.8 %)")
-
-
-@pytest.mark.parametrize("record", [r if r != "232" else pytest.param(r, marks=DETECTOR_FALSE_POSITIVES)
-                                    for r in RECORDS])
+@pytest.mark.parametrize("record", RECORDS)
 def test_every_beat_written_is_a_reference_beat(fixtures_out, record):
     out, _ = fixtures_out
     assert scored(out, record).positive_predictivity >= 0.99
