@@ -86,12 +86,18 @@ def detection(folder: Path, records) -> None:
         print(f"{name:13} {tp:6d} {fn:7d} {fp:7d} {100 * tp / (tp + fn):6.2f} {100 * tp / (tp + fp):7.2f}")
 
 
+def decide(loaded, beats: np.ndarray):
+    """The model's answer for each beat through its card's decision, as the service gives it
+    (service.models.decision.Decided: labels, confidence, review flags)."""
+    probabilities = (np.concatenate([loaded.predictor.predict(beats[i:i + 1024]).probabilities
+                                     for i in range(0, len(beats), 1024)])
+                     if len(beats) else np.zeros((0, len(CLASSES))))
+    return loaded.decision(probabilities)
+
+
 def predict_labels(loaded, beats: np.ndarray) -> np.ndarray:
-    """The model's label index for each beat (none for none)."""
-    if len(beats) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([loaded.predictor.predict(beats[i:i + 1024]).probabilities.argmax(1)
-                           for i in range(0, len(beats), 1024)])
+    """The model's label index for each beat (none for none), as the service labels them."""
+    return decide(loaded, beats).labels
 
 
 def strip_confusion(found, predicted: np.ndarray, reference: np.ndarray, labels: np.ndarray, flutter, fs: float,

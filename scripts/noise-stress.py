@@ -65,6 +65,7 @@ def main() -> None:
     kinds = {m.input_kind for m in loaded.values()}
     # confusion[(model, gate, scope, snr)], summed over the two patients
     confusion, unreadable_share = {}, {}
+    review = {}  # (model, gate, snr) -> beats flagged in noisy segments, beats there, flagged elsewhere, beats there
     for snr in SNRS:
         for patient in PATIENTS:
             record = f"{patient}e{snr}"
@@ -84,7 +85,13 @@ def main() -> None:
                     for name, model in loaded.items():
                         if model.input_kind != kind:
                             continue
-                        predicted = score.predict_labels(model, found.beats)
+                        decided = score.decide(model, found.beats)
+                        predicted = decided.labels
+                        if decided.review is not None:
+                            in_segment = noisy(found.peaks, fs)
+                            review.setdefault((name, gate, snr), np.zeros(4))[:] += [
+                                np.sum(decided.review & in_segment), in_segment.sum(),
+                                np.sum(decided.review & ~in_segment), np.sum(~in_segment)]
                         for scope, region in (("noisy segments", in_noise), ("whole record", None)):
                             c = score.strip_confusion(found, predicted, reference, labels, flutter, fs, region)
                             key = (name, gate, scope, snr)
@@ -104,6 +111,15 @@ def main() -> None:
                     cells = [score.detection_se_ppv(c), score.class_se_ppv(c, "S"), score.class_se_ppv(c, "V")]
                     print(f"| {snr_label(snr)} | {'on' if gate else 'off'} | {int(c[:-1].sum())} | "
                           + " | ".join(f"{100 * se:.1f} / {100 * ppv:.1f}" for se, ppv in cells) + " |")
+        if any(key[0] == name for key in review):
+            print(f"\n{name}, beats flagged for review (of the beats labelled), noisy segments / clean segments")
+            print("| SNR | gate | noisy segments | clean segments |")
+            print("|---:|---|---:|---:|")
+            for snr in SNRS:
+                for gate in (False, True):
+                    flagged, total, clean_flagged, clean_total = review[(name, gate, snr)]
+                    print(f"| {snr_label(snr)} | {'on' if gate else 'off'} | {100 * flagged / max(total, 1):.1f} % "
+                          f"({int(flagged)} of {int(total)}) | {100 * clean_flagged / max(clean_total, 1):.1f} % |")
 
 
 if __name__ == "__main__":

@@ -92,8 +92,36 @@ def sweeps() -> None:
                   f"{r['nfe_per_beat_mean']:.1f} ({r['nfe_per_beat_max']}) |")
 
 
+def review() -> None:
+    """What each card's decision does: on the CV held-out beats that chose it, and on DS2 once."""
+    print("| model | beats | temperature / F from / review below | sent to review: all (N / S / V / F) "
+          "| ectopic calls per 100 N: as trained, decided, not reviewed | S Se / +P not reviewed "
+          "| V Se / +P not reviewed |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for name, card in cards.items():
+        decision = card.get("decision")
+        if not decision:
+            continue
+        rows = [("CV held-out (DS1)", decision.get("chosen_by", {}).get("held_out"))] if name.endswith("-ds1") else []
+        rows += [(label, card["metrics"].get(key, {}).get("decision"))
+                 for key, label in (("inter_DS2", "DS2, all 22"), ("inter_DS2_without_232", "DS2 without 232"))]
+        setting = (f"{decision['temperature']:g} / {decision['f_min_probability'] or '-'} / "
+                   f"{decision['review_below']:g}")
+        for label, f in rows:
+            if not f:
+                continue
+            by = f["review_share_by_class"]
+            calls = " / ".join(f"{f[k]['ectopic_calls_per_100_normal']:.1f}" for k in ("as_trained", "decided", "not_reviewed"))
+            kept = f["not_reviewed"]
+            print(f"| `{name}` | {label} | {setting} | {pct(f['review_share'])} "
+                  f"({' / '.join(pct(by[c]) for c in 'NSVF')}) | {calls} | "
+                  f"{pct(kept['S']['se'])} / {pct(kept['S']['ppv'])} | {pct(kept['V']['se'])} / {pct(kept['V']['ppv'])} |")
+
+
 print("## Inter-patient (DS1 -> DS2)\n")
 inter_patient()
+print("\n## Confidence and review (each card's decision)\n")
+review()
 print("\n## Cross-validation inside DS1 (the selection)")
 selection()
 print("\n## Every card")

@@ -84,3 +84,13 @@ if (( failed )); then
   echo "error: not every model was trained; see the errors above and models/logs/" >&2
   exit 1
 fi
+# Each context card's decision (calibration, fusion threshold, review flag) is chosen on the pooled
+# held-out beats of its recipe's cross-validation run (ecg-crossval --calibrate, into build/decisions);
+# where those are here, it is recorded in the card and the card's figures are scored through it.
+for job in "context-odenet-ds1 odenet" "context-odenet odenet" "context-resnet-ds1 resnet" "context-resnet resnet"; do
+  set -- $job
+  if [[ -f build/decisions/$2.json ]]; then
+    ecg-evaluate "models/$1" --data "$data" --decision "build/decisions/$2.json" --write-card >>"models/logs/$1.log" 2>&1
+    echo "$1: decision of build/decisions/$2.json recorded"
+  fi
+done

@@ -74,6 +74,7 @@ class Analysis:
     samples: np.ndarray  # R-peak sample indices
     labels: list[str]
     report: dict
+    review: list[bool] | None = None  # per beat, where the model has a review threshold
 
 
 def parser() -> argparse.ArgumentParser:
@@ -298,21 +299,25 @@ class InProcess:
             raise
         except Exception as err:  # as the service answers it: the input's fault, in words
             raise RecordFailed(unreadable(task, err)) from None
-        labels = self.labels(found.beats) if len(found.beats) else []
-        report = rhythm_report(found.peaks / found.fs, labels, found.duration_s,
+        labels, review = self.labels(found.beats) if len(found.beats) else ([], None)
+        report = rhythm_report(found.peaks / found.fs, labels, found.duration_s, review=review,
                                unreadable=getattr(found, "unreadable", None),  # where the analysis gives them
                                pause_threshold_s=options.pause_threshold_s)
-        return Analysis(self.loaded.name, self.loaded.version, found.fs, found.lead, found.peaks, labels, report)
+        return Analysis(self.loaded.name, self.loaded.version, found.fs, found.lead, found.peaks, labels, report,
+                        review)
 
-    def labels(self, beats: np.ndarray) -> list[str]:
-        """The model's label of each beat; a solve that fails fails the record, as it fails a request."""
+    def labels(self, beats: np.ndarray) -> tuple[list[str], list[bool] | None]:
+        """The model's label of each beat and its review flag, through the model's decision as the
+        service gives them; a solve that fails fails the record, as it fails a request."""
         from service.models.fastode import failure
         from service.signal.beats import CLASSES as LABELS
 
         prediction = self.loaded.predictor.predict(beats, self.solver)
         if prediction.status is not None and prediction.status.any():
             raise RecordFailed(f"{failure(prediction.status, self.solver)}")
-        return [LABELS[i] for i in prediction.probabilities.argmax(1)]
+        decided = self.loaded.decision(prediction.probabilities)
+        review = None if decided.review is None else decided.review.tolist()
+        return [LABELS[i] for i in decided.labels], review
 
 
 def model_folder(options: Options) -> tuple[Path, str]:
@@ -366,13 +371,16 @@ class Remote:
         if body.get("report") is None:
             raise RecordFailed("the service's answer has no rhythm report (an older version?)")
         report = body["report"]
+        flags = [b.get("review") for b in body["beats"]]
+        review = None if any(f is None for f in flags) or not flags else [bool(f) for f in flags]
         if options.pause_threshold_s != report["pause_threshold_s"]:  # the same beats, the threshold asked for
             report = rhythm_report([b["time_s"] for b in body["beats"]], [b["label"] for b in body["beats"]],
-                                   report["duration_s"], pause_threshold_s=options.pause_threshold_s)
+                                   report["duration_s"], review=review, unreadable=report.get("unreadable"),
+                                   pause_threshold_s=options.pause_threshold_s)
         summary = body["summary"]
         return Analysis(body["model"], body["version"], summary["sampling_rate"], summary.get("lead"),
                         np.array([b["sample"] for b in body["beats"]], dtype=np.int64),
-                        [b["label"] for b in body["beats"]], report)
+                        [b["label"] for b in body["beats"]], report, review)
 
 
 def error_text(answer) -> str:
@@ -479,7 +487,8 @@ def process(source: Source, options: Options) -> dict:
     try:
         analysis = _classifier.classify(source, options)
         files["annotations"] = write_annotations(options.out, source.name, analysis.samples, analysis.labels,
-                                                 analysis.fs, analysis.model, analysis.version).name
+                                                 analysis.fs, analysis.model, analysis.version,
+                                                 review=analysis.review).name
         report_path = options.out / f"{source.name}.report.json"
         report_path.write_text(json.dumps({"record": source.name, "source": str(source.path),
                                            "model": analysis.model, "version": analysis.version,

@@ -37,6 +37,9 @@ class ServiceMetrics:
         self.beats = Counter(
             "ecg_beats_classified", "Beats classified, by model and predicted label.",
             ["model", "label"], registry=r)
+        self.review = Counter(
+            "ecg_beats_review", "Beats flagged for review (confidence below the model's review threshold).",
+            ["model"], registry=r)
         self.batch_size = Histogram(
             "ecg_batch_size_beats", "Beats per batch run by the predictor (after dynamic batching).",
             ["model"], buckets=BATCH_BUCKETS, registry=r)

@@ -95,10 +95,18 @@ class PredictRequest(BaseModel):
         return context_inputs(self.context_beats)
 
 
+CONFIDENCE = ("probability of the label given (calibrated where the model's card has a decision; "
+              "see docs/models.md#confidence-and-review)")
+REVIEW = ("true when the confidence is below the model's review threshold (chosen so that about 95 % of "
+          "held-out beats are labelled without review); null for models without one")
+
+
 class BeatPrediction(BaseModel):
     label: str
     class_index: int
     probabilities: dict[str, float]
+    confidence: float = Field(..., description=CONFIDENCE)
+    review: bool | None = Field(None, description=REVIEW)
     nfe: int | None = Field(None, description="function evaluations of this beat's solve (ODE models)")
 
 
@@ -155,6 +163,8 @@ class StripBeat(BaseModel):
     label: str
     class_index: int
     probabilities: dict[str, float]
+    confidence: float = Field(..., description=CONFIDENCE)
+    review: bool | None = Field(None, description=REVIEW)
     nfe: int | None = Field(None, description="function evaluations of this beat's solve (ODE models)")
 
 

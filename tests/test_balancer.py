@@ -182,10 +182,17 @@ def query(prometheus, expr: str) -> list:
 @pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus server not installed (Debian: prometheus)")
 def test_prometheus_scrapes_every_replica_and_the_dashboard_aggregates_them(cluster):
     replicas, balancer, prometheus = cluster
+    import wfdb
+
+    from conftest import FIXTURES
+
+    record = wfdb.rdrecord(str(FIXTURES / "208"), channel_names=["MLII"])  # context-odenet flags some beats
+    strip = {"sampling_rate": record.fs, "signal": record.p_signal[:, 0].round(4).tolist()}
     with httpx.Client(base_url=balancer.url, timeout=30) as http:
         for second in range(4):  # traffic over several scrapes, so rate() has two points
             for replica in replicas:
                 http.post("/predict", json={"beats": beats(8, seed=second)}).raise_for_status()
+                httpx.post(f"{replica.url}/predict/strip", json=strip, timeout=60).raise_for_status()
                 assert http.post("/predict", json={"beats": [[0.5] * 10]}).status_code == 422
                 # A 504, sent to the replica itself: through HAProxy the body can take longer than the
                 # deadline to arrive, and the answer is a 408.

@@ -37,8 +37,29 @@ def test_health_and_metadata(client):
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     meta = client.get_model_metadata("odenet")
     assert meta["inputs"] == [{"name": "beats", "datatype": "FP32", "shape": [-1, 187]}]
-    assert {o["name"] for o in meta["outputs"]} == {"probabilities", "class_index", "label", "nfe"}
-    assert {o["name"] for o in client.get_model_metadata("resnet")["outputs"]} == {"probabilities", "class_index", "label"}
+    assert {o["name"] for o in meta["outputs"]} == {"probabilities", "class_index", "label", "confidence", "nfe"}
+    assert {o["name"] for o in client.get_model_metadata("resnet")["outputs"]} == {
+        "probabilities", "class_index", "label", "confidence"}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_the_review_flag_and_confidence_reach_a_triton_client_as_predict_gives_them(server, client, binary):
+    from service.signal.context import context_beats, network_input
+    import wfdb
+
+    from conftest import FIXTURES
+
+    record = wfdb.rdrecord(str(FIXTURES / "208"), channel_names=["MLII"])
+    peaks = wfdb.rdann(str(FIXTURES / "208"), "atr").sample[2:-2]
+    beats = network_input(context_beats(record.p_signal[:, 0], record.fs, peaks))[:200]
+    result = infer(client, "context-odenet", beats, binary, outputs=("probabilities", "class_index", "confidence",
+                                                                     "review"))
+    threshold = httpx.get(f"{server}/models", timeout=30).json()["models"]["context-odenet"]["decision"]["review_below"]
+    probabilities, confidence = result.as_numpy("probabilities"), result.as_numpy("confidence")
+    assert np.allclose(confidence, probabilities[np.arange(len(beats)), result.as_numpy("class_index")])
+    review = result.as_numpy("review")
+    assert review.dtype == np.bool_ and review.tolist() == (confidence < threshold).tolist()
+    assert any(review) and not all(review)
 
 
 @pytest.mark.parametrize("binary", [False, True])

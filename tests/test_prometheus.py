@@ -10,9 +10,10 @@ import time
 
 import httpx
 import pytest
+import wfdb
 import yaml
 
-from conftest import MODELS, ROOT, free_port, wait_ready
+from conftest import FIXTURES, MODELS, ROOT, free_port, wait_ready
 
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ecg-service.json"
@@ -53,7 +54,10 @@ def stack(tmp_path_factory, fixture_beats):
         wait_ready(f"{api_url}/readyz", api)
         wait_ready(f"{prom_url}/-/ready", prometheus)
         beats = fixture_beats.beats.tolist()
-        for second in range(6):  # traffic spread over several scrapes, so rate() has two points
+        record = wfdb.rdrecord(str(FIXTURES / "208"), channel_names=["MLII"])  # many V beats, some unsure
+        strip = {"sampling_rate": record.fs, "signal": record.p_signal[:, 0].round(4).tolist()}
+        for second in range(6):
+            httpx.post(f"{api_url}/predict/strip", json=strip, timeout=60).raise_for_status()  # context-odenet  # traffic spread over several scrapes, so rate() has two points
             for model in ("odenet", "resnet"):
                 httpx.post(f"{api_url}/predict", json={"model": model, "beats": beats[second * 50:second * 50 + 40]},
                            timeout=30).raise_for_status()

@@ -75,3 +75,19 @@ def test_adjoint_and_direct_backprop_give_the_same_gradient(fixture_beats):
         torch.nn.functional.cross_entropy(model(beats), labels).backward()
         grads.append(model.body.dynamics.layer.linear.weight.grad)
     assert torch.allclose(grads[0], grads[1], rtol=0.05, atol=1e-3)
+
+
+def test_patient_adversary_trains_without_joining_the_network(fixture_beats):
+    """The adversarial record head (gradient reversal) changes the training, not the network: the
+    trained classifier has exactly the parameters and buffers of one trained without it."""
+    recipe = replace(PRESETS["conv"], epochs=1)
+    states = []
+    for adversary in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = BeatClassifier(Architecture(body="resnet", encoder="conv"))
+        history = fit(model, fixture_beats, replace(recipe, patient_adversary=adversary), seed=0, progress=False)
+        assert np.isfinite(history).all()
+        states.append(model.state_dict())
+    assert list(states[1]) == list(states[0])
+    assert all(states[1][k].shape == states[0][k].shape for k in states[0])
+    assert not torch.equal(states[1]["encoder.1.weight"], states[0]["encoder.1.weight"])  # it did act

@@ -10,6 +10,10 @@ augmented recording of them (another device: rate, noise, gain, strips).
 The score that ranks candidates is the mean F1 of S and V, the classes where inter-patient
 classifiers fail; N sensitivity and F are reported beside it. `--model tree` scores the floor each
 deep candidate must beat: a gradient-boosted tree on the same inputs, folds and scoring.
+
+A two-lead candidate (`--set leads=2`) is scored twice on the same held-out beats: with their
+second lead ("clean", "augmented") and with it removed ("clean_one_lead", "augmented_one_lead"),
+what it would answer on a strip of MLII alone.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from service.signal.context import RR_FEATURES, WINDOW_LENGTH
+from service.signal.context import RR_FEATURES, WINDOW_LENGTH, without_second_lead
 from service.models.networks import BeatClassifier, SolverConfig
+from service.models.decision import Decision
+from training.calibration import choose_decision, held_out_figures
 from training.data import BeatSet, load_split
 from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
-from training.train import PRESETS, Recipe, apply_logit_bias, architecture, fit, override
+from training.train import (DEFAULT_NOISE_DATA, PRESETS, Recipe, apply_logit_bias, architecture, augmentation_of, fit,
+                            override)
 
 
 def selection_score(metrics: dict) -> float:
@@ -68,9 +75,13 @@ def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: R
                    solver: SolverConfig | None = None, log=print) -> dict:
     """Pooled held-out predictions of k patient-grouped folds, on the clean inputs and on `probe`
     (the same beats from an augmented recording that no training run sees)."""
+    two_leads = recipe.leads == 2
     clean = np.full(len(data), -1)
     augmented = np.full(len(data), -1)
     probabilities = np.zeros((len(data), 5), dtype=np.float32)
+    one_lead = np.full(len(data), -1)  # two leads: the same beats with the second lead removed
+    one_lead_augmented = np.full(len(data), -1)
+    one_lead_probabilities = np.zeros((len(data), 5), dtype=np.float32)
     per_fold = []
     for i, (train_index, test_index) in enumerate(folds(data, k)):
         started = time.perf_counter()
@@ -86,8 +97,16 @@ def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: R
         fold = classification_metrics(data.labels[test_index], clean[test_index])
         records = sorted(set(data.records[test_index]))
         per_fold.append({"records": records, **summary(fold)})
-        log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f} "
-            f"in {time.perf_counter() - started:.0f} s")
+        if two_leads:
+            one_lead_probabilities[test_index], _ = predict_probabilities(
+                model, without_second_lead(data.beats[test_index]), ode_solver)
+            one_lead[test_index] = one_lead_probabilities[test_index].argmax(axis=1)
+            if probe is not None:
+                one_lead_augmented[test_index], _ = predict(model, without_second_lead(probe[test_index]), ode_solver)
+            per_fold[-1]["one_lead"] = summary(classification_metrics(data.labels[test_index], one_lead[test_index]))
+        log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f}"
+            + (f" (one lead {per_fold[-1]['one_lead']['score']:.3f})" if two_leads else "")
+            + f" in {time.perf_counter() - started:.0f} s")
     result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
               "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"],
               "held_out": {"labels": data.labels.tolist(), "clean": clean.tolist(),
@@ -95,18 +114,32 @@ def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: R
                            "probabilities": probabilities.round(6).tolist()}}
     if probe is not None:
         result["augmented"] = summary(classification_metrics(data.labels, augmented))
+    if two_leads:
+        result["clean_one_lead"] = summary(classification_metrics(data.labels, one_lead))
+        result["clean_one_lead_confusion"] = classification_metrics(data.labels, one_lead)["confusion_matrix"]
+        result["held_out"].update({"clean_one_lead": one_lead.tolist(),
+                                   "augmented_one_lead": one_lead_augmented.tolist(),
+                                   "probabilities_one_lead": one_lead_probabilities.round(6).tolist()})
+        if probe is not None:
+            result["augmented_one_lead"] = summary(classification_metrics(data.labels, one_lead_augmented))
     return result
 
 
 TREE_ITERATIONS = 300
 
 
-def tree_floor(train: BeatSet, seed: int):
+def tree_floor(train: BeatSet, seed: int, lead_dropout: float = 0.0):
     """The floor every deep candidate must beat: scikit-learn's HistGradientBoostingClassifier
     (300 iterations, untuned) on the very inputs the networks read, classes weighted by the inverse
-    square root of their counts (the "sqrt" class weighting of the recipes)."""
+    square root of their counts (the "sqrt" class weighting of the recipes). Two-lead inputs with
+    `lead_dropout`: that fraction of the training beats (drawn once) has its second lead removed."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    if lead_dropout > 0:
+        dropped = np.random.default_rng(seed).random(len(train)) < lead_dropout
+        beats = train.beats.copy()
+        beats[dropped] = without_second_lead(beats[dropped])
+        train = dataclasses.replace(train, beats=beats)
     counts = np.bincount(train.labels, minlength=5).astype(np.float64)
     weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
     weights /= weights[train.labels].mean()
@@ -114,26 +147,42 @@ def tree_floor(train: BeatSet, seed: int):
     return model.fit(train.beats, train.labels, sample_weight=weights[train.labels])
 
 
-def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, seed: int = 0, log=print) -> dict:
-    """cross_validate for the tree floor: the same folds, the same pooled held-out scoring."""
+def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, seed: int = 0, log=print,
+                        leads: int = 1, lead_dropout: float = 0.0) -> dict:
+    """cross_validate for the tree floor: the same folds, the same pooled held-out scoring (and,
+    with two leads, the same second scoring without the second lead)."""
+    two_leads = leads == 2
     clean = np.full(len(data), -1)
     augmented = np.full(len(data), -1)
+    one_lead = np.full(len(data), -1)
+    one_lead_augmented = np.full(len(data), -1)
     per_fold = []
     for i, (train_index, test_index) in enumerate(folds(data, k)):
         started = time.perf_counter()
-        model = tree_floor(data.subset(train_index), seed)
+        model = tree_floor(data.subset(train_index), seed, lead_dropout if two_leads else 0.0)
         clean[test_index] = model.predict(data.beats[test_index])
         if probe is not None:
             augmented[test_index] = model.predict(probe[test_index])
         records = sorted(set(data.records[test_index]))
         per_fold.append({"records": records, **summary(classification_metrics(data.labels[test_index],
                                                                               clean[test_index]))})
-        log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f} "
-            f"in {time.perf_counter() - started:.0f} s")
+        if two_leads:
+            one_lead[test_index] = model.predict(without_second_lead(data.beats[test_index]))
+            if probe is not None:
+                one_lead_augmented[test_index] = model.predict(without_second_lead(probe[test_index]))
+            per_fold[-1]["one_lead"] = summary(classification_metrics(data.labels[test_index], one_lead[test_index]))
+        log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f}"
+            + (f" (one lead {per_fold[-1]['one_lead']['score']:.3f})" if two_leads else "")
+            + f" in {time.perf_counter() - started:.0f} s")
     result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
               "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"]}
     if probe is not None:
         result["augmented"] = summary(classification_metrics(data.labels, augmented))
+    if two_leads:
+        result["clean_one_lead"] = summary(classification_metrics(data.labels, one_lead))
+        result["clean_one_lead_confusion"] = classification_metrics(data.labels, one_lead)["confusion_matrix"]
+        if probe is not None:
+            result["augmented_one_lead"] = summary(classification_metrics(data.labels, one_lead_augmented))
     return result
 
 
@@ -170,9 +219,35 @@ def choose_logit_bias(runs: list[dict]) -> tuple[dict[str, float], float, float]
     return best, baseline, best_score
 
 
+def calibrate(run_path: Path, out: Path | None) -> int:
+    """`--calibrate`: the decision chosen on a run's pooled held-out probabilities, and what it does there."""
+    run = json.loads(run_path.read_text())
+    labels = np.asarray(run["held_out"]["labels"])
+    probabilities = np.asarray(run["held_out"]["probabilities"])
+    chosen = choose_decision(probabilities, labels)
+    figures = held_out_figures(probabilities, labels, Decision(**chosen["decision"]))
+    d = chosen["decision"]
+    print(f"{run_path.stem}: temperature {d['temperature']:g}, F only at p >= {d['f_min_probability']}, "
+          f"review below confidence {d['review_below']:g}")
+    calls = {key: figures[key]["ectopic_calls_per_100_normal"] for key in ("as_trained", "decided", "not_reviewed")}
+    print(f"held-out ECE {figures['ece_raw']:.4f} -> {figures['ece_calibrated']:.4f}; sent to review "
+          f"{100 * figures['review_share']:.1f} %; ectopic calls per 100 N {calls['as_trained']:.2f} as trained, "
+          f"{calls['decided']:.2f} decided, {calls['not_reviewed']:.2f} among beats not reviewed")
+    for name, key in (("as trained", "as_trained"), ("decided", "decided"), ("not reviewed", "not_reviewed")):
+        cells = " ".join(f"{c} {figures[key][c]['se'] * 100:5.1f}/{figures[key][c]['ppv'] * 100:5.1f}"
+                         for c in ("N", "S", "V", "F"))
+        print(f"  {name:12} Se/+P {cells}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"protocol": f"pooled held-out beats of {run['folds_k']}-fold patient-grouped "
+                                               "cross-validation inside DS1 (ecg-crossval --calibrate)",
+                                   "run": run_path.stem, **chosen, "held_out": figures}, indent=2) + "\n")
+    return 0
+
+
 def format_summary(name: str, s: dict) -> str:
     cells = " ".join(f"{c} {s[c]['se'] * 100:5.1f}/{s[c]['ppv'] * 100:5.1f}" for c in ("N", "S", "V", "F"))
-    return f"{name:10} score {s['score']:.4f}  macro-F1 {s['macro_f1']:.4f}  Se/+P {cells}"
+    return f"{name:18} score {s['score']:.4f}  macro-F1 {s['macro_f1']:.4f}  Se/+P {cells}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,10 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="training and augmentation seed (folds stay fixed)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of MIT-BIH WFDB records")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--noise-data", type=Path, default=DEFAULT_NOISE_DATA,
+                        help="folder of the NSTDB noise recordings bw, em, ma (recipes with real_noise)")
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     parser.add_argument("--choose-bias", type=Path, nargs="+", default=None, metavar="RUN.json",
                         help="instead of running: choose the logit bias from these runs' held-out probabilities")
+    parser.add_argument("--calibrate", type=Path, default=None, metavar="RUN.json",
+                        help="instead of running: choose the decision (temperature, F threshold, review "
+                             "threshold; training.calibration) from this run's held-out probabilities")
     args = parser.parse_args(argv)
+    if args.calibrate:
+        return calibrate(args.calibrate, args.out)
     if args.choose_bias:
         runs = [json.loads(path.read_text()) for path in args.choose_bias]
         shift, before, after = choose_logit_bias(runs)
@@ -215,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = None
     if recipe.input == "context":  # one more augmented view, never trained on, scores robustness
         views = 1 if args.model == "tree" else recipe.variants + 1  # the tree trains on no augmented view
-        data, _ = load_split(args.data, args.split, args.seed, input="context", variants=views)
+        data, _ = load_split(args.data, args.split, args.seed, input="context", variants=views, leads=recipe.leads,
+                             augmentation=augmentation_of(recipe, args.noise_data))
         probe = data.views[-1]
         data = dataclasses.replace(data, views=data.views[:-1] if recipe.variants and args.model != "tree" else None)
         if recipe.rr_features == "basic":
@@ -225,15 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data, _ = load_split(args.data, args.split, args.seed)
     if args.model == "tree":
-        result = cross_validate_tree(data, probe, args.folds, args.seed)
+        result = cross_validate_tree(data, probe, args.folds, args.seed, leads=recipe.leads,
+                                     lead_dropout=recipe.lead_dropout)
     else:
         result = cross_validate(data, probe, args.model, recipe, args.folds, args.seed)
     result = {"model": args.model, "preset": args.preset, "overrides": args.set, "recipe": dataclasses.asdict(recipe),
               "folds_k": args.folds, "seed": args.seed, "wall_time_s": round(time.perf_counter() - started, 1),
               **result}
-    print(format_summary("clean", result["clean"]))
-    if "augmented" in result:
-        print(format_summary("augmented", result["augmented"]))
+    for name in ("clean", "augmented", "clean_one_lead", "augmented_one_lead"):
+        if name in result:
+            print(format_summary(name, result[name]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

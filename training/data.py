@@ -15,8 +15,8 @@ import wfdb
 from sklearn.model_selection import train_test_split
 
 from service.signal.beats import AAMI_GROUPS, CLASSES, extract_beats
-from service.signal.context import context_beats, network_input
-from training.augment import Augmentation, augmented_context
+from service.signal.context import context_beats, network_input, two_lead_input
+from training.augment import Augmentation, augmented_context, augmented_leads
 
 RECORDS = (
     "100", "101", "102", "103", "104", "105", "106", "107", "108", "109", "111", "112",
@@ -38,6 +38,7 @@ DS2 = (
 PACED = ("102", "104", "107", "217")
 LEAD = "MLII"
 SPLITS = ("intra", "inter", "all")
+LEADS = (1, 2)  # context beats of MLII alone, or of MLII and the record's other lead (two_lead_input)
 INPUTS = ("beat", "context")  # 187-sample beats (service.signal.beats) or context beats (service.signal.context)
 INTRA_TEST_FRACTION = 0.2
 
@@ -86,10 +87,15 @@ class Recording:
     fs: float
     samples: np.ndarray  # annotated R-peaks, sample indices
     labels: np.ndarray  # AAMI class indices
+    second: np.ndarray | None = None  # the other lead (mV), read with leads=2
+    second_name: str | None = None  # its name in the header (V1 on most records; V2, V4 or V5)
 
 
-def read_record(folder: str | Path, record: str) -> Recording:
-    """The MLII lead (the first channel where MLII is absent) and every AAMI beat of a record."""
+def read_record(folder: str | Path, record: str, leads: int = 1) -> Recording:
+    """The MLII lead (the first channel where MLII is absent) and every AAMI beat of a record;
+    with leads=2 also the other lead (chosen by name: record 114 stores its leads swapped)."""
+    if leads not in LEADS:
+        raise ValueError(f"leads must be one of {LEADS}, not {leads!r}")
     path = str(Path(folder) / record)
     signal = wfdb.rdrecord(path)
     annotation = wfdb.rdann(path, "atr")
@@ -98,7 +104,12 @@ def read_record(folder: str | Path, record: str) -> Recording:
     is_beat = np.isin(symbols, list(AAMI_GROUPS))
     samples = np.asarray(annotation.sample)[is_beat].astype(np.int64)
     labels = np.array([CLASSES.index(AAMI_GROUPS[s]) for s in symbols[is_beat]], dtype=np.int64)
-    return Recording(record, signal.p_signal[:, lead], float(signal.fs), samples, labels)
+    second = second_name = None
+    if leads == 2:
+        others = [i for i in range(signal.p_signal.shape[1]) if i != lead]
+        if others:
+            second, second_name = signal.p_signal[:, others[0]], signal.sig_name[others[0]]
+    return Recording(record, signal.p_signal[:, lead], float(signal.fs), samples, labels, second, second_name)
 
 
 def record_beats(folder: str | Path, record: str) -> BeatSet:
@@ -109,24 +120,35 @@ def record_beats(folder: str | Path, record: str) -> BeatSet:
 
 
 def record_context(folder: str | Path, record: str, variants: int = 0, augmentation: Augmentation | None = None,
-                   seed: int = 0) -> BeatSet:
+                   seed: int = 0, leads: int = 1) -> BeatSet:
     """All AAMI beats of one record as context beats of the whole record, plus `variants` views
-    from augmented recordings cut into strips (seeded by `seed` and the record)."""
-    rec = read_record(folder, record)
-    beats = network_input(context_beats(rec.signal, rec.fs, rec.samples))
+    from augmented recordings cut into strips (seeded by `seed` and the record). With leads=2 the
+    inputs are two_lead_input (both leads of a view varied together, training.augment)."""
+    rec = read_record(folder, record, leads)
+    if leads == 1:
+        beats = network_input(context_beats(rec.signal, rec.fs, rec.samples))
+    else:
+        second = None if rec.second is None else context_beats(rec.second, rec.fs, rec.samples)
+        beats = two_lead_input(context_beats(rec.signal, rec.fs, rec.samples), second)
     views = None
     if variants:
         rng = np.random.default_rng([seed, int(record)])
         aug = augmentation or Augmentation()
-        views = np.stack([network_input(augmented_context(rec.signal, rec.fs, rec.samples, aug, rng))
-                          for _ in range(variants)])
+        if leads == 1:
+            views = np.stack([network_input(augmented_context(rec.signal, rec.fs, rec.samples, aug, rng))
+                              for _ in range(variants)])
+        else:
+            signals = [rec.signal] if rec.second is None else [rec.signal, rec.second]
+            views = np.stack([two_lead_input(*augmented_leads(signals, rec.fs, rec.samples, aug, rng))
+                              for _ in range(variants)])
     return BeatSet(beats, rec.labels, np.full(rec.labels.size, record), rec.samples, views)
 
 
 def load_records(folder: str | Path, records: tuple[str, ...] = RECORDS, progress: bool = False,
                  input: str = "beat", variants: int = 0, augmentation: Augmentation | None = None,
-                 seed: int = 0) -> BeatSet:
-    """Beats of several records, concatenated in the order given; `input` picks the format."""
+                 seed: int = 0, leads: int = 1) -> BeatSet:
+    """Beats of several records, concatenated in the order given; `input` picks the format and
+    `leads` how many leads context beats read (187-sample beats: MLII only)."""
     if input not in INPUTS:
         raise ValueError(f"unknown input {input!r}; choose from {INPUTS}")
     if progress:
@@ -134,8 +156,10 @@ def load_records(folder: str | Path, records: tuple[str, ...] = RECORDS, progres
 
         records = tqdm(records, desc="records", unit="rec", disable=None)
     if input == "beat":
+        if leads != 1:
+            raise ValueError("187-sample beats read one lead; leads=2 needs context beats")
         return BeatSet.concatenate([record_beats(folder, r) for r in records])
-    return BeatSet.concatenate([record_context(folder, r, variants, augmentation, seed) for r in records])
+    return BeatSet.concatenate([record_context(folder, r, variants, augmentation, seed, leads) for r in records])
 
 
 def data_files(folder: str | Path, records: tuple[str, ...]) -> dict[str, str]:
@@ -169,11 +193,12 @@ def split_records(split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def load_split(folder: str | Path, split: str, seed: int, progress: bool = False, input: str = "beat",
-               variants: int = 0, augmentation: Augmentation | None = None) -> tuple[BeatSet, BeatSet | None]:
+               variants: int = 0, augmentation: Augmentation | None = None,
+               leads: int = 1) -> tuple[BeatSet, BeatSet | None]:
     """(train, test) beats of a split; `seed` fixes the intra-patient shuffle and the augmentation.
     Only the training beats get augmented views; the "all" split has no test beats (None)."""
     train_records, test_records = split_records(split)
-    options = {"input": input, "augmentation": augmentation, "seed": seed}
+    options = {"input": input, "augmentation": augmentation, "seed": seed, "leads": leads}
     if split == "intra":
         beats = load_records(folder, RECORDS, progress, variants=variants, **options)
         train, test = intra_patient_split(beats.labels, seed)

@@ -20,7 +20,9 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from service.models.artefacts import load_network
 from service.signal.beats import CLASSES
 from service.models.networks import BeatClassifier, SolverConfig
+from service.models.decision import Decision
 from service.models.predictors import ODEPredictor
+from training.calibration import held_out_figures
 from training.data import BeatSet, load_split
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
@@ -101,9 +103,14 @@ def ectopic_calls_per_100_normal(confusion) -> dict:
     return {**calls, "all": float(sum(calls.values()))}
 
 
-def evaluate(model: BeatClassifier, data: BeatSet, solver: SolverConfig | None = None) -> dict:
-    predicted, nfe = predict(model, data.beats, solver)
-    metrics = classification_metrics(data.labels, predicted)
+def evaluate(model: BeatClassifier, data: BeatSet, solver: SolverConfig | None = None,
+             decision: Decision | None = None) -> dict:
+    """The card's metrics of `data`, labelled as the service labels them: through the card's
+    `decision` (service.models.decision) where it has one, with what its review flag does."""
+    probabilities, nfe = predict_probabilities(model, data.beats, solver)
+    metrics = classification_metrics(data.labels, (decision or Decision())(probabilities).labels)
+    if decision is not None:
+        metrics["decision"] = held_out_figures(probabilities, data.labels, decision)
     if nfe is not None:
         metrics["solver"] = (solver or SolverConfig()).as_dict()
         metrics["nfe_per_beat_mean"] = float(np.mean(nfe))
@@ -113,12 +120,13 @@ def evaluate(model: BeatClassifier, data: BeatSet, solver: SolverConfig | None =
 WITHOUT_232 = "232"  # 75 % of DS2's S beats are this one record's: DS2 figures are given without it too
 
 
-def split_metrics(model: BeatClassifier, data: BeatSet, split: str, solver: SolverConfig | None = None) -> dict:
+def split_metrics(model: BeatClassifier, data: BeatSet, split: str, solver: SolverConfig | None = None,
+                  decision: Decision | None = None) -> dict:
     """The metrics a card records for `split`: under metrics_key(split), and for DS2 also without 232."""
-    metrics = {metrics_key(split): evaluate(model, data, solver)}
+    metrics = {metrics_key(split): evaluate(model, data, solver, decision)}
     if split == "inter":
         keep = data.records != WITHOUT_232
-        metrics["inter_DS2_without_232"] = evaluate(model, data.subset(np.flatnonzero(keep)), solver)
+        metrics["inter_DS2_without_232"] = evaluate(model, data.subset(np.flatnonzero(keep)), solver, decision)
     return metrics
 
 
@@ -179,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-card", action="store_true",
                         help="record these metrics (and, for an ODE-Net, the tolerance sweep and figures) in the "
                              "card instead of checking them")
+    parser.add_argument("--decision", type=Path, default=None, metavar="DECISION.json",
+                        help="with --write-card: record this decision (ecg-crossval --calibrate) in the card and "
+                             "score the split through it")
     parser.add_argument("--derive-card-figures", action="store_true",
                         help="write into the card the figures derived from the confusion matrices it already "
                              "holds (ectopic calls per 100 normal beats), without running the model; a plain "
@@ -203,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         solver = SolverConfig(method=default.get("method", "dopri5"),
                               rtol=args.rtol or default.get("rtol", 1e-3),
                               atol=args.atol or default.get("atol", 1e-3))
-    metrics = split_metrics(model, data, split, solver)
+    if args.decision is not None:
+        if not args.write_card:
+            parser.error("--decision records a decision in the card: add --write-card")
+        chosen = json.loads(args.decision.read_text())
+        card["decision"] = {**chosen["decision"], "chosen_by": {
+            k: chosen[k] for k in ("protocol", "run", "held_out", "f_threshold_grid") if k in chosen}}
+    decision = Decision.of_card(card) if "decision" in card else None
+    metrics = split_metrics(model, data, split, solver, decision)
     key = metrics_key(split)
     if args.json:
         json.dump(metrics, sys.stdout, indent=2)
@@ -217,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
         card["metrics"] = metrics
         figures = {"confusion.png": lambda p: confusion_png(metrics[key]["confusion_matrix"], f"{card['name']} on {key}", p)}
-        if model.is_ode and "nfe_vs_tolerance" in card:
+        if model.is_ode and "nfe_vs_tolerance" in card and args.decision is None:  # a decision leaves it as it is
             sweep = card["nfe_vs_tolerance"] = tolerance_sweep(model, data)
             figures["tolerance.png"] = lambda p: tolerance_png(sweep, f"{card['name']} on {key}: dopri5", p)
         rewrite_card(args.artefact, card, figures)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -20,10 +21,11 @@ from tqdm import tqdm
 
 from service.signal.beats import CLASSES
 from service.signal.context import (
-    CONTEXT_FS, RR_FEATURES, RR_FIELDS, TEMPLATE_BEATS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH,
+    CONTEXT_FS, CONTEXT_INPUT, RR_FEATURES, RR_FIELDS, TEMPLATE_BEATS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH,
 )
 from service.models.networks import Architecture, BeatClassifier, SolverConfig
 from training.augment import Augmentation
+from training.noise import NoiseBank
 from training.data import SPLITS, BeatSet, data_files, load_split, split_records
 from training.evaluate import DEFAULT_DATA, format_metrics, metrics_key, split_metrics, tolerance_sweep
 from training.export import write_artefact
@@ -54,6 +56,17 @@ class Recipe:
     logit_bias: str = ""  # e.g. "S:0.5,V:0" added to the head's bias after training (ecg-crossval --choose-bias)
     rr_features: str = "all"  # "all", or "basic" without log_pre_prev and irregularity (cross-validation)
     rr_hidden: int = 0  # context encoder: a hidden layer of this width in the RR branch (0: none)
+    leads: int = 1  # context beats: 1 (MLII, network_input) or 2 (MLII and the other lead, two_lead_input)
+    # Two leads: each time a beat is drawn its second lead is removed (zeros, has_second_lead 0)
+    # with this probability, so a one-lead strip is not out of distribution.
+    lead_dropout: float = 0.0
+    second_waves: str = ""  # two leads: the second lead's waves ("": the same as `waves`)
+    # Real noise in the augmented views (training.noise): "LOW:HIGH" SNR range in dB, "" for none.
+    real_noise: str = ""
+    # Adversarial patient head (Ganin and Lempitsky 2015): lambda of the gradient reversal between the
+    # encoder's state and a head that names the training record of each beat; 0 = off. The head is
+    # used in training only and is not part of the network (see `fit`).
+    patient_adversary: float = 0.0
 
     @property
     def input(self) -> str:
@@ -152,18 +165,51 @@ def make_optimizer(model: nn.Module, recipe: Recipe, steps: int):
     return optimizer, scheduler
 
 
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient times -scale backward (Ganin and Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.scale * grad, None
+
+
+def adversary_scale(recipe: Recipe, progress: float) -> float:
+    """Ganin's ramp of the reversal: lambda (2 / (1 + exp(-10 p)) - 1), p the fraction of training done."""
+    return recipe.patient_adversary * (2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
+
+
+def patient_adversary(model: BeatClassifier, train: BeatSet) -> tuple[nn.Module, torch.Tensor]:
+    """A head on the encoder's state that names each beat's training record, and the record index of
+    every beat. Drawn with the random state put back afterwards, so the network's own random draws
+    (dropout, shuffles) are those of a run without it."""
+    names, index = np.unique(train.records, return_inverse=True)
+    width = model.arch.width
+    with torch.random.fork_rng(devices=[]):
+        head = nn.Sequential(nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, len(names)))
+    return head, torch.from_numpy(index.astype(np.int64))
+
+
 def fit(model: BeatClassifier, train: BeatSet, recipe: Recipe, seed: int, progress: bool = True) -> list[float]:
     """Train in place; returns the mean training loss of each epoch. Each epoch draws every beat
-    once, from its clean input or one of its augmented views (train.views)."""
+    once, from its clean input or one of its augmented views (train.views). With
+    `recipe.patient_adversary` > 0 the loss adds an adversarial record head's cross-entropy, its
+    gradient reversed before the encoder; the history is the classification loss alone."""
     generator = seed_everything(seed)
+    adversary, patients = patient_adversary(model, train) if recipe.patient_adversary > 0 else (None, None)
     versions = train.beats[None] if train.views is None else np.concatenate([train.beats[None], train.views])
     inputs = torch.from_numpy(versions)
     loss_fn = make_loss(train, recipe)
     batches = (len(train) + recipe.batch_size - 1) // recipe.batch_size
-    optimizer, scheduler = make_optimizer(model, recipe, recipe.epochs * batches)
+    trained = model if adversary is None else nn.ModuleList([model, adversary])
+    optimizer, scheduler = make_optimizer(trained, recipe, recipe.epochs * batches)
     history = []
     for epoch in range(recipe.epochs):
-        model.train()
+        trained.train()
         order = torch.randperm(len(train), generator=generator)
         version = (torch.zeros(len(train), dtype=torch.long) if train.views is None
                    else torch.randint(0, len(versions), (len(train),), generator=generator))
@@ -172,9 +218,21 @@ def fit(model: BeatClassifier, train: BeatSet, recipe: Recipe, seed: int, progre
                    disable=None if progress else True, leave=False)  # None: off when not a terminal
         for b in bar:
             index = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            loss = loss_fn(model(inputs[version[index], index]), index)
+            batch = inputs[version[index], index]
+            if recipe.leads == 2 and recipe.lead_dropout > 0:
+                dropped = torch.rand(len(index), generator=generator) < recipe.lead_dropout
+                batch[dropped, CONTEXT_INPUT:] = 0.0  # advanced indexing above made `batch` a copy
+            if adversary is None:
+                loss = loss_fn(model(batch), index)
+                objective = loss
+            else:
+                h = model.encoder(batch)
+                loss = loss_fn(model.head(model.body(h)), index)
+                scale = adversary_scale(recipe, (epoch * batches + b) / (recipe.epochs * batches))
+                named = adversary(GradientReversal.apply(h, scale))
+                objective = loss + nn.functional.cross_entropy(named, patients[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             optimizer.step()
             scheduler.step()
             total += loss.item()
@@ -198,9 +256,21 @@ def override(recipe: Recipe, settings: list[str]) -> Recipe:
     return replace(recipe, **changes)
 
 
+DEFAULT_NOISE_DATA = Path(os.environ.get("NSTDB_DIR", "../shared/data/nstdb"))
+
+
+def augmentation_of(recipe: Recipe, noise_folder: Path = DEFAULT_NOISE_DATA) -> Augmentation | None:
+    """The augmentation a recipe asks for: the default one, plus real NSTDB noise where it says so."""
+    if not recipe.real_noise:
+        return None
+    low, high = (float(x) for x in recipe.real_noise.split(":"))
+    return Augmentation(real_noise_snr_db=(low, high), noise=NoiseBank.load(noise_folder))
+
+
 def architecture(body: str, recipe: Recipe, adjoint: bool = False) -> Architecture:
     return Architecture(body=body, encoder=recipe.encoder, channels=recipe.channels, dropout=recipe.dropout,
-                        adjoint=adjoint, waves=recipe.waves, rr_hidden=recipe.rr_hidden)
+                        adjoint=adjoint, waves=recipe.waves, rr_hidden=recipe.rr_hidden, leads=recipe.leads,
+                        second_waves=recipe.second_waves)
 
 
 def input_card(arch: Architecture) -> dict:
@@ -208,7 +278,9 @@ def input_card(arch: Architecture) -> dict:
     if arch.input_kind == "beat":
         return {"kind": "beat", "beat_length": 187, "sampling_rate_hz": 125, "range": [0, 1],
                 "format": "Kachuee et al. 2018 (service.signal.beats)"}
-    return {"kind": "context", "size": arch.input_size, "format": "service.signal.context.network_input",
+    reader = "two_lead_input" if arch.leads == 2 else "network_input"
+    return {"kind": "context", "size": arch.input_size, "format": f"service.signal.context.{reader}",
+            **({"leads": 2, "second_lead_waves_read": arch.second_waves or arch.waves} if arch.leads == 2 else {}),
             "window": {"samples": WINDOW_LENGTH, "sampling_rate_hz": CONTEXT_FS,
                        "from_ms": -1000 * WINDOW_BEFORE / CONTEXT_FS, "to_ms": 1000 * WINDOW_AFTER / CONTEXT_FS},
             "template_beats": TEMPLATE_BEATS, "waves_read": arch.waves, "rr_fields": list(RR_FIELDS),
@@ -250,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of MIT-BIH WFDB records")
+    parser.add_argument("--noise-data", type=Path, default=DEFAULT_NOISE_DATA,
+                        help="folder of the NSTDB noise recordings bw, em, ma (recipes with real_noise)")
     parser.add_argument("--out", type=Path, default=None, help="artefact folder (default models/<model>)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--adjoint", action="store_true", help="ODE-Net: backpropagate with the adjoint method")
@@ -267,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         recipe = replace(recipe, epochs=args.epochs)
     arch = architecture(args.model, recipe, args.adjoint)
     out = args.out or Path("models") / args.model
+    augmentation = augmentation_of(recipe, args.noise_data)
     train, test = load_split(args.data, args.split, args.seed, progress=True, input=recipe.input,
-                             variants=recipe.variants)
+                             variants=recipe.variants, leads=recipe.leads, augmentation=augmentation)
     print(f"split {args.split}: train {train.class_counts()}  test {test.class_counts() if test else '-'}")
 
     seed_everything(args.seed)
@@ -298,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             "preset": args.preset, "recipe": asdict(recipe), "split": args.split, "seed": args.seed,
             "train_records": list(train_records), "test_records": list(test_records),
             "train_beats": train.class_counts(), "test_beats": test.class_counts() if test else {},
-            "augmentation": Augmentation().as_dict() if recipe.variants else None,
+            "augmentation": (augmentation or Augmentation()).as_dict() if recipe.variants else None,
             "data_files": data_files(args.data, tuple(sorted(set(train_records) | set(test_records)))),
             "threads": torch.get_num_threads(), "wall_time_s": round(wall, 1),
             "loss_per_epoch": [round(x, 5) for x in history],

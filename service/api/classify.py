@@ -76,6 +76,10 @@ def per_beat_nfe(result: Result) -> list:
     return [None] * len(result.probabilities) if result.nfe is None else result.nfe.tolist()
 
 
+def per_beat_review(result: Result) -> list:
+    return [None] * len(result.probabilities) if result.review is None else result.review.tolist()
+
+
 def log_answer(request: Request, loaded: LoadedModel, result: Result) -> None:
     """What the request's log line says about its answer (never beat data)."""
     request.state.log = {"model": loaded.name, "beats": len(result.probabilities),
@@ -104,8 +108,10 @@ async def predict(body: PredictRequest, request: Request,
     return PredictResponse(
         model=loaded.name, version=loaded.version, solver=solver_report(solver, result),
         latency_ms=1000 * result.seconds,
-        predictions=[BeatPrediction(label=CLASSES[i], class_index=int(i), probabilities=probabilities_of(row), nfe=n)
-                     for i, row, n in zip(result.labels, result.probabilities, per_beat_nfe(result))],
+        predictions=[BeatPrediction(label=CLASSES[i], class_index=int(i), probabilities=probabilities_of(row),
+                                    confidence=c, review=r, nfe=n)
+                     for i, row, c, r, n in zip(result.labels, result.probabilities, result.confidence.tolist(),
+                                                per_beat_review(result), per_beat_nfe(result))],
     )
 
 
@@ -118,14 +124,16 @@ def strip_response(found: StripAnalysis, loaded: LoadedModel, solver: SolverConf
         model=loaded.name, version=loaded.version, solver=solver_report(solver, result),
         latency_ms=1000 * result.seconds, reason=found.reason,
         beats=[StripBeat(sample=int(p), time_s=float(p / found.fs), label=CLASSES[i], class_index=int(i),
-                         probabilities=probabilities_of(row), nfe=n)
-               for p, i, row, n in zip(found.peaks, labels, result.probabilities, per_beat_nfe(result))],
+                         probabilities=probabilities_of(row), confidence=c, review=r, nfe=n)
+               for p, i, row, c, r, n in zip(found.peaks, labels, result.probabilities, result.confidence.tolist(),
+                                             per_beat_review(result), per_beat_nfe(result))],
         summary=StripSummary(
             n_beats=len(labels), counts={c: int(np.sum(labels == k)) for k, c in enumerate(CLASSES)},
             mean_heart_rate_bpm=float(60.0 / rr.mean()) if rr.size else None,
             duration_s=found.duration_s, sampling_rate=found.fs, lead=found.lead),
         report=RhythmReport.model_validate(
             rhythm_report(found.peaks / found.fs, [CLASSES[i] for i in labels], found.duration_s,
+                          review=None if result.review is None else result.review.tolist(),
                           unreadable=found.unreadable)),
     )
 
@@ -135,8 +143,11 @@ async def strip_answer(answer: StripResponse, answer_format: str, record: str | 
     if answer_format == "json":
         return answer
     name = record_name_of(record)
+    flags = [b.review for b in answer.beats]
+    review = None if None in flags else flags
     content = await run_in_threadpool(annotation_bytes, name, [b.sample for b in answer.beats],
-                                      [b.label for b in answer.beats], fs, answer.model, answer.version)
+                                      [b.label for b in answer.beats], fs, answer.model, answer.version,
+                                      review=review)
     return Response(content, media_type=MEDIA_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="{name}.{EXTENSION}"'})
 

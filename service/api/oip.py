@@ -3,10 +3,11 @@ Triton's binary tensor data extension, so any OIP client (tritonclient, KServe's
 
 Each model has one input tensor "beats", FP32 [n, input_size]: 187-sample beats, or context beats
 as service.signal.context.network_input builds them (window, template, RR features). Outputs:
-"probabilities" FP32 [n, 5], "class_index" INT32 [n], "label" BYTES [n] and, for ODE-Nets, "nfe"
-INT32 [n] (each beat's function evaluations). Solver settings travel in the request's
-`parameters` ("method", "rtol", "atol", "step_size"); Triton's "timeout" parameter (microseconds)
-sets the deadline. Binary: a request whose JSON header is followed by raw tensor bytes says so with
+"probabilities" FP32 [n, 5], "class_index" INT32 [n], "label" BYTES [n], "confidence" FP32 [n]
+(the label's probability), "review" BOOL [n] for models with a review threshold
+(service.models.decision) and, for ODE-Nets, "nfe" INT32 [n] (each beat's function evaluations).
+Solver settings travel in the request's `parameters` ("method", "rtol", "atol", "step_size");
+Triton's "timeout" parameter (microseconds) sets the deadline. Binary: a request whose JSON header is followed by raw tensor bytes says so with
 the Inference-Header-Content-Length header and `binary_data_size` on its input; outputs come back
 binary where `binary_data` or `binary_data_output` asks for it. Errors are {"error": "..."}:
 400 for a bad request, 404 for an unknown model, version or route, 405 for a method a route does
@@ -96,6 +97,9 @@ def outputs_of(loaded: LoadedModel) -> list[dict]:
     outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [n, len(CLASSES)]},
                {"name": "class_index", "datatype": "INT32", "shape": [n]},
                {"name": "label", "datatype": "BYTES", "shape": [n]}]
+    outputs.append({"name": "confidence", "datatype": "FP32", "shape": [n]})
+    if loaded.decision.review_below is not None:
+        outputs.append({"name": "review", "datatype": "BOOL", "shape": [n]})
     if loaded.predictor.is_ode:
         outputs.append({"name": "nfe", "datatype": "INT32", "shape": [n]})
     return outputs
@@ -238,7 +242,10 @@ def output_tensors(loaded: LoadedModel, result: Result) -> dict[str, tuple[str, 
     n = len(result.probabilities)
     out = {"probabilities": ("FP32", [n, len(CLASSES)], result.probabilities.astype(np.float32)),
            "class_index": ("INT32", [n], result.labels.astype(np.int32)),
-           "label": ("BYTES", [n], [CLASSES[i] for i in result.labels])}
+           "label": ("BYTES", [n], [CLASSES[i] for i in result.labels]),
+           "confidence": ("FP32", [n], result.confidence.astype(np.float32))}
+    if result.review is not None:
+        out["review"] = ("BOOL", [n], result.review.astype(bool))
     if result.nfe is not None:
         out["nfe"] = ("INT32", [n], result.nfe.astype(np.int32))
     return out

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from service.signal.beats import BEAT_LENGTH, CLASSES
-from service.signal.context import CONTEXT_INPUT
+from service.signal.context import CONTEXT_INPUT, TWO_LEAD_INPUT
 
-WAVES = ("window+template", "difference+template", "window+difference", "window")
+WAVES = ("window+template", "difference+template", "window+difference", "window", "difference")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Architecture:
     adjoint: bool = False  # ODE-Net training only
     waves: str = WAVES[0]  # context encoder: which waves the convolutions read
     rr_hidden: int = 0  # context encoder: width of the RR branch's hidden layer (0: none)
+    leads: int = 1  # context encoder: 1 (network_input) or 2 (two_lead_input: a second lead and its flag)
+    second_waves: str = ""  # two leads: which waves of the second lead the convolutions read ("": as `waves`)
     classes: tuple[str, ...] = field(default=CLASSES)
 
     @property
@@ -39,7 +41,9 @@ class Architecture:
     @property
     def input_size(self) -> int:
         """Numbers per beat the network reads."""
-        return CONTEXT_INPUT if self.input_kind == "context" else BEAT_LENGTH
+        if self.input_kind != "context":
+            return BEAT_LENGTH
+        return TWO_LEAD_INPUT if self.leads == 2 else CONTEXT_INPUT
 
     def as_dict(self) -> dict:
         return {**asdict(self), "classes": list(self.classes)}

@@ -15,7 +15,7 @@ from service.models.architecture import WAVES, Architecture
 from service.models.solver import (ADAPTIVE_METHODS, DEFAULT_STEP_SIZE, FIXED_STEP_METHODS, SolverConfig,
                                    SolverError, SolverStepLimitError)
 from service.signal.beats import BEAT_LENGTH
-from service.signal.context import RR_FEATURES, WINDOW_LENGTH
+from service.signal.context import CONTEXT_INPUT, RR_FEATURES, TWO_LEAD_INPUT, WINDOW_LENGTH
 
 # Re-exported: training and tests import the solver vocabulary and the card's shape from here.
 __all__ = ["ADAPTIVE_METHODS", "FIXED_STEP_METHODS", "WAVES", "Architecture", "SolverConfig", "SolverError",
@@ -140,29 +140,51 @@ class ContextEncoder(nn.Module):
     features, fused into the 64-dim state. Input: (n, CONTEXT_INPUT) = window, template, RR
     features, one array for every backend. `rr_hidden` > 0 puts a hidden layer of that width in the
     RR branch, so the RR features are combined non-linearly before they meet the 320 morphology
-    features (the shipped context models: 32, chosen by cross-validation; older cards: none)."""
+    features (the shipped context models: 32, chosen by cross-validation; older cards: none).
+
+    `leads=2` reads two_lead_input (n, TWO_LEAD_INPUT): the second lead's waves (the same `waves`
+    choice) are more input channels of the same conv stages, and its has_second_lead flag joins the
+    RR features (`second_waves` may pick other waves for it). `leads=1` is the one-lead network,
+    parameter for parameter."""
 
     def __init__(self, width: int, channels: int = 16, rr_width: int = 16, dropout: float = 0.1,
-                 waves: str = WAVES[0], rr_hidden: int = 0):
+                 waves: str = WAVES[0], rr_hidden: int = 0, leads: int = 1, second_waves: str = ""):
         super().__init__()
-        if waves not in WAVES:
-            raise ValueError(f"unknown waves {waves!r}; choose from {WAVES}")
+        second_waves = second_waves or waves
+        for choice in (waves, second_waves):
+            if choice not in WAVES:
+                raise ValueError(f"unknown waves {choice!r}; choose from {WAVES}")
+        if leads not in (1, 2):
+            raise ValueError(f"leads must be 1 or 2, not {leads!r}")
         self.waves = waves
-        stages, features = conv_stages(WINDOW_LENGTH, channels, waves.count("+") + 1)
+        self.second_waves = second_waves
+        self.leads = leads
+        inputs = waves.count("+") + 1 + (leads - 1) * (second_waves.count("+") + 1)
+        stages, features = conv_stages(WINDOW_LENGTH, channels, inputs)
         self.window = nn.Sequential(*stages)
         # The one-layer branch is drawn first in every case (and replaced when rr_hidden is set), so
         # a seeded run gives the weights of the shipped cards and of their cross-validation runs.
-        rr_layers = [nn.Linear(len(RR_FEATURES), rr_width), nn.ReLU()]
+        rr_inputs = len(RR_FEATURES) + (leads - 1)  # two leads: has_second_lead joins the RR features
+        rr_layers = [nn.Linear(rr_inputs, rr_width), nn.ReLU()]
         if rr_hidden:
-            rr_layers = [nn.Linear(len(RR_FEATURES), rr_hidden), nn.ReLU(), nn.Linear(rr_hidden, rr_width), nn.ReLU()]
+            rr_layers = [nn.Linear(rr_inputs, rr_hidden), nn.ReLU(), nn.Linear(rr_hidden, rr_width), nn.ReLU()]
         self.rr = nn.Sequential(*rr_layers)
         self.fuse = nn.Sequential(nn.Dropout(dropout), nn.Linear(features + rr_width, width))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        window, template, rr = x[:, :WINDOW_LENGTH], x[:, WINDOW_LENGTH:2 * WINDOW_LENGTH], x[:, 2 * WINDOW_LENGTH:]
+    def lead_waves(self, window: torch.Tensor, template: torch.Tensor, waves: str) -> list[torch.Tensor]:
         named = {"window": window, "template": template, "difference": window - template}
-        waves = torch.cat([named[w] for w in self.waves.split("+")], dim=1)
-        return self.fuse(torch.cat([self.window(waves), self.rr(rr)], dim=1))
+        return [named[w] for w in waves.split("+")]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        waves = self.lead_waves(x[:, :WINDOW_LENGTH], x[:, WINDOW_LENGTH:2 * WINDOW_LENGTH], self.waves)
+        if self.leads == 1:
+            rr = x[:, 2 * WINDOW_LENGTH:]
+        else:  # two_lead_input: the second lead's window and template, then has_second_lead
+            start = CONTEXT_INPUT
+            waves += self.lead_waves(x[:, start:start + WINDOW_LENGTH], x[:, start + WINDOW_LENGTH:TWO_LEAD_INPUT - 1],
+                                     self.second_waves)
+            rr = torch.cat([x[:, 2 * WINDOW_LENGTH:CONTEXT_INPUT], x[:, TWO_LEAD_INPUT - 1:TWO_LEAD_INPUT]], dim=1)
+        return self.fuse(torch.cat([self.window(torch.cat(waves, dim=1)), self.rr(rr)], dim=1))
 
 
 class BeatClassifier(nn.Module):
@@ -177,7 +199,7 @@ class BeatClassifier(nn.Module):
             self.encoder = conv_encoder(arch.width, arch.channels, arch.dropout)
         elif arch.encoder == "context":
             self.encoder = ContextEncoder(arch.width, arch.channels, dropout=arch.dropout, waves=arch.waves,
-                                          rr_hidden=arch.rr_hidden)
+                                          rr_hidden=arch.rr_hidden, leads=arch.leads, second_waves=arch.second_waves)
         else:
             raise ValueError(f"unknown encoder {arch.encoder!r}")
         if arch.body == "resnet":

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from service.models.artefacts import CARD, load_served
+from service.models.decision import Decision
 from service.models.predictors import ODEPredictor, OnnxGraph, OnnxPredictor
 
 log = logging.getLogger("service.models.registry")
@@ -21,6 +22,7 @@ class LoadedModel:
     predictor: ODEPredictor | OnnxPredictor
     input_kind: str  # "beat" or "context" (Architecture.input_kind)
     input_size: int  # numbers per beat the network reads
+    decision: Decision = Decision()  # calibration, F threshold and review flag from the card
 
     @property
     def version(self) -> str:
@@ -43,12 +45,16 @@ class ModelRegistry:
         for path in folders:
             try:
                 artefact = load_served(path)
+                if artefact.arch.leads != 1:  # training.crossval measures them; no route sends two leads yet
+                    raise ValueError("the network reads two leads (two_lead_input), which the service does not "
+                                     "build from requests")
                 if artefact.arch.is_ode:
                     predictor = ODEPredictor(artefact.weights, OnnxGraph(artefact.graph, threads))
                 else:
                     predictor = OnnxPredictor(artefact.graph, threads)
                 registry.models[path.name] = LoadedModel(path.name, artefact.card, predictor,
-                                                         artefact.arch.input_kind, artefact.arch.input_size)
+                                                         artefact.arch.input_kind, artefact.arch.input_size,
+                                                         Decision.of_card(artefact.card))
             except Exception as err:  # refuse this model, keep serving the others
                 registry.failures[path.name] = f"{type(err).__name__}: {err}"
                 log.error("refused model %s: %s", path.name, err)

@@ -5,7 +5,6 @@ batcher in chunks, and count what happened."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -22,13 +21,19 @@ INPUT_NAMES = {"beat": "187-sample beats in 'beats'", "context": "context beats 
 
 @dataclass(frozen=True)
 class Result:
-    probabilities: np.ndarray  # (n, classes)
+    probabilities: np.ndarray  # (n, classes), calibrated where the model's card says how
     nfe: np.ndarray | None  # (n,) per beat; ODE models only
     seconds: float  # time in the predictor
+    labels: np.ndarray  # (n,) class indices, as the model's decision gives them
+    confidence: np.ndarray  # (n,) probability of each beat's label
+    review: np.ndarray | None  # (n,) bool; None where the model has no review threshold
 
-    @cached_property
-    def labels(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
+    @classmethod
+    def decided(cls, loaded: LoadedModel, probabilities: np.ndarray, nfe: np.ndarray | None,
+                seconds: float) -> "Result":
+        """The predictor's probabilities through the model's decision (service.models.decision)."""
+        d = loaded.decision(probabilities)
+        return cls(d.probabilities, nfe, seconds, d.labels, d.confidence, d.review)
 
 
 class Inference:
@@ -127,7 +132,7 @@ class Inference:
             nfe = None if solver is None else np.concatenate([p.nfe for p in parts])
         else:
             probabilities, nfe = np.zeros((0, len(CLASSES))), None if solver is None else np.zeros(0, np.int64)
-        result = Result(probabilities, nfe, sum(p.seconds for p in parts))
+        result = Result.decided(loaded, probabilities, nfe, sum(p.seconds for p in parts))
         self.count(loaded, solver, result)
         return result
 
@@ -135,6 +140,8 @@ class Inference:
         for index, count in enumerate(np.bincount(result.labels, minlength=len(CLASSES)).tolist()):
             if count:
                 self.metrics.child(self.metrics.beats, loaded.name, CLASSES[index]).inc(count)
+        if result.review is not None and result.review.any():
+            self.metrics.child(self.metrics.review, loaded.name).inc(int(result.review.sum()))
         if solver is not None and result.nfe is not None:
             histogram = self.metrics.child(self.metrics.ode_nfe, loaded.name, solver.method)
             for value in result.nfe.tolist():

@@ -18,6 +18,10 @@ never saw. A context beat is therefore two parts, both computed here for trainin
 
 `rr_features` turns them into what the networks read: log ratios to the patient's own rhythm,
 plus flags for a missing pre- or post-RR (first and last beat of a strip).
+
+`two_lead_input` adds a second lead (V1 on most MIT-BIH records) read at the same R-peaks: the
+one-lead input unchanged, then the second lead's window and template, then a flag that says whether
+the beat has a second lead at all (when it has none, those numbers are all 0).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ RR_FIELDS = ("pre_rr", "post_rr", "prev_rr", "local_rr", "long_rr", "irregularit
 RR_FEATURES = ("log_pre_local", "log_post_local", "log_pre_long", "log_post_long", "log_local_long",
                "log_long", "log_pre_prev", "irregularity", "has_pre", "has_post")
 CONTEXT_INPUT = 2 * WINDOW_LENGTH + len(RR_FEATURES)  # numbers per beat the context networks read
+SECOND_LEAD_INPUT = 2 * WINDOW_LENGTH + 1  # the second lead's window and template, then has_second_lead
+TWO_LEAD_INPUT = CONTEXT_INPUT + SECOND_LEAD_INPUT  # numbers per beat the two-lead context networks read
+HAS_SECOND_LEAD = TWO_LEAD_INPUT - 1  # column of the has_second_lead flag (1/0)
 _SOS = butter(2, BAND_HZ, btype="bandpass", fs=CONTEXT_FS, output="sos")
 
 
@@ -173,3 +180,24 @@ def network_input(beats: ContextBeats) -> np.ndarray:
     """(n, CONTEXT_INPUT) float32: window, template, RR features, what the context
     networks read (one array, so torch, ONNX and every server backend take the same input)."""
     return np.concatenate([beats.windows, beats.templates, rr_features(beats.rr)], axis=1).astype(np.float32)
+
+
+def two_lead_input(first: ContextBeats, second: ContextBeats | None = None) -> np.ndarray:
+    """(n, TWO_LEAD_INPUT) float32: `network_input(first)` (the one-lead input, unchanged), then
+    the second lead's window and template (context beats of the same R-peaks), then
+    has_second_lead (1/0). Without a second lead those SECOND_LEAD_INPUT numbers are 0."""
+    extra = np.zeros((len(first), SECOND_LEAD_INPUT), dtype=np.float32)
+    if second is not None:
+        if len(second) != len(first):
+            raise ValueError(f"the second lead has {len(second)} beats, the first {len(first)}")
+        extra[:, :WINDOW_LENGTH] = second.windows
+        extra[:, WINDOW_LENGTH:2 * WINDOW_LENGTH] = second.templates
+        extra[:, -1] = 1.0
+    return np.concatenate([network_input(first), extra], axis=1)
+
+
+def without_second_lead(inputs: np.ndarray) -> np.ndarray:
+    """Two-lead inputs as if no beat had a second lead (its numbers and flag 0); a copy."""
+    inputs = np.array(inputs, dtype=np.float32, copy=True)
+    inputs[..., CONTEXT_INPUT:] = 0.0
+    return inputs
