@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.decision is not None:
         if not args.write_card:
             parser.error("--decision records a decision in the card: add --write-card")
+        if not args.decision.is_file():
+            parser.error(f"decision file {args.decision} not found (ecg-crossval --calibrate RUN.json --out FILE)")
         chosen = json.loads(args.decision.read_text())
         card["decision"] = {**chosen["decision"], "chosen_by": {
             k: chosen[k] for k in ("protocol", "run", "held_out", "f_threshold_grid") if k in chosen}}
