@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.metrics import precision_recall_fscore_support
 
 from service.models.decision import Decision
 from service.signal.beats import CLASSES
@@ -51,14 +52,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 def class_figures(labels: np.ndarray, predicted: np.ndarray) -> dict:
     """Se, +P and F1 of each class, and normal beats called ectopic per 100 normal beats."""
-    out = {}
-    for k, name in enumerate(CLASSES):
-        true_positive = int(np.sum((labels == k) & (predicted == k)))
-        support, called = int(np.sum(labels == k)), int(np.sum(predicted == k))
-        se = true_positive / support if support else 0.0
-        ppv = true_positive / called if called else 0.0
-        out[name] = {"se": round(se, 4), "ppv": round(ppv, 4),
-                     "f1": round(2 * se * ppv / (se + ppv), 4) if se + ppv else 0.0, "support": support}
+    classes = list(range(len(CLASSES)))
+    ppv, se, f1, support = precision_recall_fscore_support(labels, predicted, labels=classes, zero_division=0)
+    out = {name: {"se": round(float(se[k]), 4), "ppv": round(float(ppv[k]), 4), "f1": round(float(f1[k]), 4),
+                  "support": int(support[k])} for k, name in enumerate(CLASSES)}
     normal = labels == CLASSES.index("N")
     out["ectopic_calls_per_100_normal"] = round(100 * float(np.mean(predicted[normal] != CLASSES.index("N"))), 3) \
         if normal.any() else 0.0

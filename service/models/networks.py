@@ -15,7 +15,7 @@ from service.models.architecture import WAVES, Architecture
 from service.models.solver import (ADAPTIVE_METHODS, DEFAULT_STEP_SIZE, FIXED_STEP_METHODS, SolverConfig,
                                    SolverError, SolverStepLimitError)
 from service.signal.beats import BEAT_LENGTH
-from service.signal.context import CONTEXT_INPUT, RR_FEATURES, TWO_LEAD_INPUT, WINDOW_LENGTH
+from service.signal.context import CONTEXT_INPUT, HAS_SECOND_LEAD, RR_FEATURES, WINDOW_LENGTH
 
 # Re-exported: training and tests import the solver vocabulary and the card's shape from here.
 __all__ = ["ADAPTIVE_METHODS", "FIXED_STEP_METHODS", "WAVES", "Architecture", "SolverConfig", "SolverError",
@@ -181,9 +181,9 @@ class ContextEncoder(nn.Module):
             rr = x[:, 2 * WINDOW_LENGTH:]
         else:  # two_lead_input: the second lead's window and template, then has_second_lead
             start = CONTEXT_INPUT
-            waves += self.lead_waves(x[:, start:start + WINDOW_LENGTH], x[:, start + WINDOW_LENGTH:TWO_LEAD_INPUT - 1],
+            waves += self.lead_waves(x[:, start:start + WINDOW_LENGTH], x[:, start + WINDOW_LENGTH:HAS_SECOND_LEAD],
                                      self.second_waves)
-            rr = torch.cat([x[:, 2 * WINDOW_LENGTH:CONTEXT_INPUT], x[:, TWO_LEAD_INPUT - 1:TWO_LEAD_INPUT]], dim=1)
+            rr = torch.cat([x[:, 2 * WINDOW_LENGTH:CONTEXT_INPUT], x[:, HAS_SECOND_LEAD:HAS_SECOND_LEAD + 1]], dim=1)
         return self.fuse(torch.cat([self.window(torch.cat(waves, dim=1)), self.rr(rr)], dim=1))
 
 

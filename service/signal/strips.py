@@ -73,11 +73,17 @@ def check_strip(signal: np.ndarray, fs: float) -> None:
         raise StripError("signal", f"flat line: peak-to-peak amplitude {amplitude:.3g} mV < {FLAT_MV} mV")
 
 
-def reject_t_waves(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
-    """Drop detections that are T waves by Pan-Tompkins' rule (close after a QRS, half its slope)."""
+def qrs_band(signal: np.ndarray, fs: float) -> np.ndarray:
+    """The lead band-passed to 5-15 Hz, where a QRS complex's energy lies (Pan & Tompkins 1985)."""
+    return sosfiltfilt(butter(2, [5, 15], btype="bandpass", fs=fs, output="sos"), signal)
+
+
+def reject_t_waves(band: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
+    """Drop detections that are T waves by Pan-Tompkins' rule (close after a QRS, half its slope);
+    `band` is the lead's qrs_band."""
     if peaks.size < 2:
         return peaks
-    slope = np.abs(np.gradient(sosfiltfilt(butter(2, [5, 15], btype="bandpass", fs=fs, output="sos"), signal)))
+    slope = np.abs(np.gradient(band))
     half = int(round(0.075 * fs))
     peak_slope = np.array([slope[max(p - half, 0):p + half + 1].max() for p in peaks])
     keep = [0]
@@ -89,7 +95,7 @@ def reject_t_waves(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarr
     return peaks[keep]
 
 
-def reject_noise(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
+def reject_noise(signal: np.ndarray, band: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray:
     """Drop detections that are bursts of noise, not QRS complexes: far smaller than the beats around
     them and made mostly of high frequencies.
 
@@ -101,13 +107,13 @@ def reject_noise(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray
     detections, and (2) its 20-40 Hz RMS exceeds NOISE_BAND_RATIO times its 5-15 Hz RMS. A QRS
     complex's energy lies at 5-15 Hz (Thakor, Webster & Tompkins 1984, the band Pan & Tompkins 1985
     filter to), muscle noise's mostly above it. On the MLII lead of the 44 non-paced MIT-BIH records
-    this drops 14 false detections and no true beat (scripts/evaluate-strips.py)."""
+    this drops 14 false detections and no true beat (scripts/evaluate-strips.py). `band` is the
+    lead's qrs_band."""
     if peaks.size < 4:
         return peaks
-    qrs_band = sosfiltfilt(butter(2, [5, 15], btype="bandpass", fs=fs, output="sos"), signal)
     high_band = sosfiltfilt(butter(2, [20, 40], btype="bandpass", fs=fs, output="sos"), signal)
     wide_band = sosfiltfilt(butter(2, [1, 40], btype="bandpass", fs=fs, output="sos"), signal)
-    slope = np.abs(np.gradient(qrs_band))
+    slope = np.abs(np.gradient(band))
 
     def window(size_s: float) -> int:
         return 2 * int(round(size_s * fs)) + 1
@@ -118,7 +124,7 @@ def reject_noise(signal: np.ndarray, fs: float, peaks: np.ndarray) -> np.ndarray
     slope_around = maximum_filter1d(slope, wide)[peaks]
     amplitude_around = (maximum_filter1d(wide_band, wide) - minimum_filter1d(wide_band, wide))[peaks]
     band_ratio = np.sqrt(uniform_filter1d(high_band ** 2, wide)[peaks]
-                         / np.maximum(uniform_filter1d(qrs_band ** 2, wide)[peaks], np.finfo(float).tiny))
+                         / np.maximum(uniform_filter1d(band ** 2, wide)[peaks], np.finfo(float).tiny))
     keep = np.ones(peaks.size, dtype=bool)
     for i in np.flatnonzero(band_ratio > NOISE_BAND_RATIO):
         neighbours = np.r_[max(i - NOISE_NEIGHBOURS, 0):i, i + 1:min(i + NOISE_NEIGHBOURS + 1, peaks.size)]
@@ -132,14 +138,15 @@ def detect_r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
     detected = np.asarray(processing.gqrs_detect(sig=signal, fs=fs), dtype=np.int64)
     if detected.size == 0:
         return detected
-    detected = reject_t_waves(signal, fs, detected)
+    band = qrs_band(signal, fs)
+    detected = reject_t_waves(band, fs, detected)
     radius = max(1, int(round(PEAK_SEARCH_SECONDS * fs)))
     # Snap onto the extremum of the lead limited to 40 Hz, the band every accepted rate carries, so
     # the same beat lands on the same wave (R or S of a biphasic QRS) at 128 Hz as at 1000 Hz.
     banded = sosfiltfilt(butter(4, BAND_LIMIT_HZ, btype="lowpass", fs=fs, output="sos"), signal)
     corrected = processing.correct_peaks(banded, detected, search_radius=radius,
                                          smooth_window_size=max(3, int(round(0.15 * fs))), peak_dir="compare")
-    return reject_noise(signal, fs, np.unique(np.clip(corrected, 0, signal.size - 1).astype(np.int64)))
+    return reject_noise(signal, band, fs, np.unique(np.clip(corrected, 0, signal.size - 1).astype(np.int64)))
 
 
 def beats_of(signal_mv: np.ndarray, fs: float, peaks: np.ndarray, kind: str) -> np.ndarray:
