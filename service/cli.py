@@ -170,7 +170,7 @@ def read_json(path: Path, lead: str | None) -> Lead:
     from pydantic import ValidationError
 
     from service.schemas import StripRequest
-    from service.signal.formats import read_fhir
+    from service.signal.formats import read_fhir, read_strip
 
     try:
         payload = json.loads(path.read_bytes())
@@ -184,12 +184,10 @@ def read_json(path: Path, lead: str | None) -> Lead:
         first = err.errors(include_url=False)[0]
         where = ".".join(str(x) for x in first["loc"]) or "body"
         raise RecordFailed(f"not a strip request (nor a FHIR Observation): {where}: {first['msg']}") from None
-    signal = np.asarray(request.signal, dtype=np.float64)
-    if request.units == "adc":
-        if request.gain is None:
-            raise RecordFailed("units 'adc' need the gain (ADC units per mV)")
-        signal = (signal - request.baseline) / request.gain
-    return Lead(signal, request.sampling_rate, None)
+    try:
+        return read_strip(request)
+    except StripError as err:
+        raise RecordFailed(str(err)) from None
 
 
 def is_observation(path: Path) -> bool:

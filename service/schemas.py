@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from service.signal.beats import BEAT_LENGTH
 from service.signal.context import CONTEXT_FS, RR_FIELDS, WINDOW_AFTER, WINDOW_BEFORE, WINDOW_LENGTH, ContextBeats, network_input
@@ -129,11 +130,47 @@ class PredictResponse(BaseModel):
 
 
 MAX_STRIP_SAMPLES = 3_600_000  # 60 min at 1000 Hz
+MAX_STRIP_LEADS = 16
+MAX_STRIP_TOTAL_SAMPLES = 2 * MAX_STRIP_SAMPLES  # all leads together: two leads of 60 min at 1000 Hz
+MAX_LEAD_NAME = 16
 StripSample = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+LeadName = Annotated[str, Field(min_length=1, max_length=MAX_LEAD_NAME, pattern=r"^[ -~]+$")]
+LEAD_RULE = "default MLII where present, else the first"
+
+
+def index_as_text(value):
+    """A lead chosen by a JSON integer, read as the same index written as text ("1")."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+LeadChoice = Annotated[LeadName, BeforeValidator(index_as_text), WithJsonSchema({"anyOf": [
+    {"type": "string", "minLength": 1, "maxLength": MAX_LEAD_NAME, "pattern": "^[ -~]+$"},
+    {"type": "integer", "minimum": 0, "maximum": MAX_STRIP_LEADS - 1}]})]
+ONE_LEAD = "the shipped models read one lead, so one lead is analysed"
+
+
+class StripLead(BaseModel):
+    """One lead of a multi-lead strip: its name and its samples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: LeadName = Field(..., description=f"1-{MAX_LEAD_NAME} printable ASCII characters, unique in the "
+                           "request (e.g. MLII, V5, II)")
+    signal: list[StripSample] = Field(..., min_length=1, max_length=MAX_STRIP_SAMPLES,
+                                      description="the lead's samples, in the strip's units; every lead holds "
+                                      "the same number")
+
+
+def refused(*errors: tuple[tuple, str, object]) -> ValidationError:
+    """A validation error at the fields named (loc, message, input), as pydantic reports its own."""
+    return ValidationError.from_exception_data("StripRequest", [
+        InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+        for loc, message, value in errors])
 
 
 class StripRequest(BaseModel):
-    """One lead of raw ECG as it comes off the device; R-peaks are found by the service."""
+    """Raw ECG as it comes off the device, one lead (`signal`) or several (`leads`); R-peaks are
+    found by the service."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -141,6 +178,9 @@ class StripRequest(BaseModel):
             {"model": "odenet", "sampling_rate": 360, "units": "mV", "signal": [-0.145, -0.145, -0.15, "..."]},
             {"model": "resnet", "sampling_rate": 500, "units": "adc", "gain": 200, "baseline": 1024,
              "signal": [995, 995, 995, "..."]},
+            {"sampling_rate": 360, "units": "mV", "lead": "MLII",
+             "leads": [{"name": "MLII", "signal": [-0.145, -0.145, -0.15, "..."]},
+                       {"name": "V5", "signal": [-0.065, -0.065, -0.065, "..."]}]},
         ]},
     )
 
@@ -153,8 +193,52 @@ class StripRequest(BaseModel):
         None, description="ADC units per mV (units = adc)")
     baseline: Annotated[float, Field(strict=True, allow_inf_nan=False)] = Field(
         0.0, description="ADC value of 0 mV (units = adc)")
-    signal: list[StripSample] = Field(..., min_length=1, max_length=MAX_STRIP_SAMPLES,
-                                      description="10 s to 60 min of one lead")
+    signal: list[StripSample] | None = Field(None, min_length=1, max_length=MAX_STRIP_SAMPLES,
+                                             description="10 s to 60 min of one lead (or send `leads`)")
+    leads: list[StripLead] | None = Field(
+        None, min_length=1, max_length=MAX_STRIP_LEADS,
+        description=f"instead of `signal`: 1 to {MAX_STRIP_LEADS} named leads of the same length, at most "
+                    f"{MAX_STRIP_TOTAL_SAMPLES} samples in all; {ONE_LEAD} (`lead`)")
+    lead: LeadChoice | None = Field(
+        None, description=f"with `leads`: the lead analysed, by name or 0-based index ({LEAD_RULE})")
+
+    @model_validator(mode="after")
+    def one_form(self) -> "StripRequest":
+        if self.signal is not None and self.leads is not None:
+            raise refused((("leads",), "send one lead as 'signal' or several as 'leads', not both", None))
+        if self.signal is None and self.leads is None:
+            raise refused((("signal",), "send one lead as 'signal' or several as 'leads'", None))
+        if self.leads is None:
+            if self.lead is not None:
+                raise refused((("lead",), "'lead' chooses one of 'leads'; a strip sent as 'signal' has one lead: "
+                                          "omit 'lead', or send 'leads'", self.lead))
+            return self
+        errors, seen = [], {}
+        length = len(self.leads[0].signal)
+        for i, lead in enumerate(self.leads):
+            if lead.name in seen:
+                errors.append((("leads", i, "name"), f"lead name {lead.name!r} is given twice (leads "
+                                                     f"{seen[lead.name]} and {i}): lead names must be unique",
+                               lead.name))
+            seen.setdefault(lead.name, i)
+            if len(lead.signal) != length:
+                errors.append((("leads", i, "signal"), f"lead {lead.name!r} holds {len(lead.signal)} samples and "
+                                                       f"lead {self.leads[0].name!r} {length}: every lead must "
+                                                       "hold the same number", None))
+        total = length * len(self.leads)
+        if not errors and total > MAX_STRIP_TOTAL_SAMPLES:
+            errors.append((("leads",), f"the leads hold {total} samples in all; at most {MAX_STRIP_TOTAL_SAMPLES} "
+                                       f"(e.g. 2 leads of 60 min at 1000 Hz, or {MAX_STRIP_LEADS} of "
+                                       f"{MAX_STRIP_TOTAL_SAMPLES / MAX_STRIP_LEADS / 60_000:g} min at 1000 Hz)",
+                           None))
+        if errors:
+            raise refused(*errors)
+        return self
+
+    @property
+    def lead_names(self) -> list[str] | None:
+        """The names of the leads sent, in order (None for one lead sent as `signal`)."""
+        return None if self.leads is None else [lead.name for lead in self.leads]
 
 
 class StripBeat(BaseModel):
@@ -174,7 +258,10 @@ class StripSummary(BaseModel):
     mean_heart_rate_bpm: float | None = Field(..., description="60 / mean RR interval; null under two beats")
     duration_s: float
     sampling_rate: float
-    lead: str | None = Field(None, description="lead analysed, where the input names leads")
+    lead: str | None = Field(None, description=f"the lead analysed, where the input names leads; {ONE_LEAD}")
+    leads_received: list[str] | None = Field(
+        None, description="names of the leads the input held, in order (null where it names none: a strip sent "
+                          "as `signal`, an Observation's valueSampledData); of them, `lead` was analysed")
 
 
 class BeatCounts(BaseModel):
@@ -278,7 +365,7 @@ class UploadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="model name from GET /models")
-    lead: str | None = Field(None, description="lead name or 0-based index (default MLII, else the first)")
+    lead: str | None = Field(None, description=f"lead name or 0-based index ({LEAD_RULE}); {ONE_LEAD}")
     method: Method | None = Field(None, description="ODE solver method (ODE models only)")
     rtol: QueryTolerance | None = None
     atol: QueryTolerance | None = None

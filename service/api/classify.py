@@ -130,7 +130,8 @@ def strip_response(found: StripAnalysis, loaded: LoadedModel, solver: SolverConf
         summary=StripSummary(
             n_beats=len(labels), counts={c: int(np.sum(labels == k)) for k, c in enumerate(CLASSES)},
             mean_heart_rate_bpm=float(60.0 / rr.mean()) if rr.size else None,
-            duration_s=found.duration_s, sampling_rate=found.fs, lead=found.lead),
+            duration_s=found.duration_s, sampling_rate=found.fs, lead=found.lead,
+            leads_received=None if found.leads is None else list(found.leads)),
         report=RhythmReport.model_validate(
             rhythm_report(found.peaks / found.fs, [CLASSES[i] for i in labels], found.duration_s,
                           review=None if result.review is None else result.review.tolist(),
@@ -162,6 +163,8 @@ async def analyse_strip(task: StripTask, request: Request, inference: Inference,
         if task.route == "strip":
             loaded = inference.resolve(err.model, ("body", "model"))
             inference.solver_for(err.solver, loaded, ("body", "solver"))
+            if err.field == "lead":  # a JSON strip chooses its lead in the body, the upload routes in the query
+                raise invalid(("body", "lead"), str(err)) from None
         raise strip_invalid(err, samples_loc) from None
     except BodyInvalid as err:
         raise RequestValidationError(err.errors) from None
@@ -187,8 +190,10 @@ FHIR_BODY = {"requestBody": {"required": True, "content": {"application/json": {
 @strips.post("/predict/strip", response_model=StripResponse, responses=STRIP_ERRORS, openapi_extra=STRIP_BODY)
 async def predict_strip(request: Request, inference: Inference = Depends(get_inference),
                         format: AnswerFormat = Query("json", description="json, or atr: a WFDB annotation file")):
-    """Classify every beat of one lead of raw ECG (10 s to 60 min, 100-1000 Hz, mV or ADC units),
-    by default with the context model. The body is a StripRequest."""
+    """Classify every beat of raw ECG (10 s to 60 min, 100-1000 Hz, mV or ADC units), by default
+    with the context model. The body is a StripRequest: one lead as `signal`, or up to 16 named
+    `leads` of which `lead` chooses the one analysed (default MLII where present, else the first;
+    the shipped models read one lead)."""
     body, path = await spool(request.stream())
     task = StripTask("strip", body=body, path=path, model_kinds=inference.model_kinds(),
                      default_model=inference.default_model("context"))

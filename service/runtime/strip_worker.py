@@ -14,10 +14,13 @@ and returns the R-peaks and the beats in the format of the model the request nam
   ECG_STRIP_OVERRUN_S after the deadline is killed and replaced.
 - Memory: a worker's data segment is capped (RLIMIT_DATA, ECG_STRIP_WORKER_MEMORY_MIB): a strip
   that would need more is a 422 ("too large to analyse"), never a machine out of memory. Sizes are
-  checked before parsing where they can be (samples of a JSON strip, tokens and JSON objects of an
-  Observation), so what is too long is refused before it is built. A worker hands freed memory back
-  to the system after a large strip (malloc_trim), and one still above ECG_STRIP_WORKER_RSS_MIB is
-  replaced (docs/reliability.md gives the measured peaks).
+  checked before parsing where they can be (samples of a JSON strip, one lead's or all its leads'
+  together, tokens and JSON objects of an Observation), so what is too long is refused before it is
+  built; of a strip's several leads only the one analysed becomes an array. After every strip, and
+  before its reply, a worker frees what the strip left in reference cycles (gc.collect: wfdb's GQRS
+  detector leaves one that holds about 90 bytes a sample) and after a large strip hands freed
+  memory back to the system (malloc_trim); one still above ECG_STRIP_WORKER_RSS_MIB is replaced
+  (docs/reliability.md gives the measured peaks).
 - Files: each WFDB record is written into a folder the main process made (under one scratch
   folder of the service) and removes itself, so a killed worker leaves nothing behind.
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -84,6 +88,7 @@ class StripAnalysis:
     beats: np.ndarray  # in the named model's input format; empty when the model is unknown
     reason: str | None
     unreadable: tuple = ()  # service.signal.quality.Span: stretches with no readable ECG, their beats dropped
+    leads: tuple[str, ...] | None = None  # the leads the input held, where it names them; `lead` was analysed
 
 
 class StripRejected(StripError):
@@ -127,36 +132,49 @@ class BodyInvalid(ValueError):
         self.errors = errors
 
 
+def check_strip_size(data: bytes) -> None:
+    """Refuse a JSON strip with too many samples before a Python float is built for each: a body
+    with more commas than the samples allowed (one lead as `signal`, or all of `leads` together)
+    and room for the other fields (lead names may hold commas too)."""
+    from service.schemas import MAX_LEAD_NAME, MAX_STRIP_LEADS, MAX_STRIP_SAMPLES, MAX_STRIP_TOTAL_SAMPLES
+
+    commas = data.count(b",")
+    if commas <= MAX_STRIP_SAMPLES + 64:
+        return
+    if b'"leads"' not in data:
+        raise BodyInvalid([{"type": "too_long", "loc": ("body", "signal"), "input": None,
+                            "msg": f"signal holds more than {MAX_STRIP_SAMPLES} samples"}])
+    if commas > MAX_STRIP_TOTAL_SAMPLES + 64 + MAX_STRIP_LEADS * (MAX_LEAD_NAME + 2):
+        raise BodyInvalid([{"type": "too_long", "loc": ("body", "leads"), "input": None,
+                            "msg": f"the leads hold more than {MAX_STRIP_TOTAL_SAMPLES} samples in all"}])
+
+
 def analyse(task: StripTask) -> StripAnalysis:
     """Runs in a worker: read the strip, find its R-peaks, cut its beats."""
     from pydantic import ValidationError
 
-    from service.signal.formats import Lead, read_fhir, read_wfdb
-    from service.schemas import MAX_STRIP_SAMPLES, StripRequest
+    from service.signal.formats import read_fhir, read_strip, read_wfdb
+    from service.schemas import StripRequest
     from service.signal.strips import strip_beats
 
     model, solver = task.model, None
     if task.route == "strip":
         data = task.data()
-        if data.count(b",") > MAX_STRIP_SAMPLES + 64:  # refused before a Python float is built for each
-            raise BodyInvalid([{"type": "too_long", "loc": ("body", "signal"), "input": None,
-                                "msg": f"signal holds more than {MAX_STRIP_SAMPLES} samples"}])
+        check_strip_size(data)
         try:
             request = StripRequest.model_validate_json(data)
         except ValidationError as err:
             raise BodyInvalid([{"type": e["type"], "loc": ("body", *e["loc"]), "msg": e["msg"],
                                 "input": e.get("input") if isinstance(e.get("input"), (int, float)) else None}
                                for e in err.errors(include_url=False)[:20]]) from None
-        signal = np.asarray(request.signal, dtype=np.float64)
-        del request.signal[:]  # the Python floats (32 bytes a sample) go before the analysis
-        if request.units == "adc":
-            if request.gain is None:
-                raise StripError("gain", "units 'adc' need the gain (ADC units per mV)")
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                signal = (signal - request.baseline) / request.gain
-        lead = Lead(signal, request.sampling_rate, None)
+        del data
         model = request.model
         solver = request.solver.model_dump(exclude_unset=True) if request.solver else None
+        try:
+            lead = read_strip(request)  # the chosen lead as an array; every lead's Python floats freed
+        except StripError as err:
+            raise StripRejected(err.field, str(err), model, solver) from None
+        del request
     elif task.route == "fhir":
         import orjson
 
@@ -177,11 +195,13 @@ def analyse(task: StripTask) -> StripAnalysis:
         check_amplitude(lead.signal_mv, SAMPLES_FIELD[task.route])
         found = strip_beats(lead.signal_mv, lead.fs, kind or "beat")
     except StripError as err:
+        if task.route == "strip" and lead.received is not None and err.field == "signal":  # one of `leads`
+            raise StripRejected("leads", f"lead {lead.name!r} (the lead analysed): {err}", model, solver) from None
         raise StripRejected(err.field, str(err), model, solver) from None
     check_deadline(task)
     beats = found.beats if kind else found.beats[:0]
     return StripAnalysis(model, solver, lead.fs, lead.name, lead.signal_mv.size / lead.fs, found.peaks, beats,
-                         found.reason, found.unreadable)
+                         found.reason, found.unreadable, lead.received)
 
 
 def serve(connection, memory_mib: int = 0) -> None:
@@ -191,6 +211,7 @@ def serve(connection, memory_mib: int = 0) -> None:
 
         limit = memory_mib << 20
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    frozen = False
     while True:
         try:
             task = connection.recv()
@@ -210,9 +231,16 @@ def serve(connection, memory_mib: int = 0) -> None:
             reply = ("strip", SAMPLES_FIELD.get(task.route, "signal"), unreadable(task, err), task.model, None)
             print(json.dumps({"event": "strip_unreadable", "route": task.route,
                               "error": f"{type(err).__name__}: {err}"[:300]}), file=sys.stderr, flush=True)
-        connection.send(reply)
-        if len(task.body or b"") > TRIM_ABOVE_BYTES or task.path is not None:
+        large = len(task.body or b"") > TRIM_ABOVE_BYTES or task.path is not None
+        task = None  # of this strip only its reply is left
+        # Freed and handed back before the reply goes (1 to 2 ms after a 30-minute strip), so the
+        # memory the main process finds once it has the reply is what this worker keeps.
+        collect_garbage(freeze=not frozen)
+        frozen = True
+        if large:
             release_memory()
+        connection.send(reply)
+        reply = None
 
 
 def unreadable(task: StripTask, err: Exception) -> str:
@@ -225,6 +253,19 @@ def unreadable(task: StripTask, err: Exception) -> str:
     if isinstance(err, OverflowError):
         return f"the {what}'s values are too large to analyse once scaled to mV"
     return f"the {what} could not be analysed: its values or structure are not those of an ECG lead"
+
+
+def collect_garbage(freeze: bool = False) -> None:
+    """Free what a strip left in reference cycles, after every strip. wfdb's GQRS detector is one
+    (its nested `peaktype` calls itself, so its closure keeps the detector alive, and with it two
+    Python ints for every sample of the strip: 55 MiB for 30 minutes at 360 Hz) until a collection
+    of the oldest generation, which Python's thresholds put off for several strips: a worker grew by
+    that much every strip or two. `freeze` (after the first strip: everything imported, every cache
+    filled) moves what is left out of the collector's sight (gc.freeze), so each later collection
+    walks only the last strip's objects (about 1 ms instead of 100 ms)."""
+    gc.collect()
+    if freeze:
+        gc.freeze()
 
 
 def release_memory() -> None:

@@ -1,9 +1,14 @@
-"""Strips in the formats hospitals already hold: WFDB records and HL7 FHIR Observations (R4 and R5).
+"""Strips in the formats hospitals already hold: WFDB records and HL7 FHIR Observations (R4 and R5),
+and the JSON strips of /predict/strip.
 
-Both are read with their communities' libraries (wfdb; fhir.resources) and returned as one lead
-in mV with its sampling rate. FHIR Observations are validated with fhir.resources: R4 ones with its
-R4B models (whose Observation and SampledData are R4's: the sampling step is `period`, in ms), R5
-ones (fhir.resources' default) with its R5 models (the step is `interval` in `intervalUnit`). An
+WFDB and FHIR are read with their communities' libraries (wfdb; fhir.resources). Every reader
+returns the one lead analysed (the shipped models read one lead), in mV with its sampling rate, and
+the names of the leads the input held; of several, `lead` chooses one by name or 0-based index
+(default MLII where present, else the first: `_pick`, the one rule of every format).
+
+FHIR Observations are validated with fhir.resources: R4 ones with its R4B models (whose
+Observation and SampledData are R4's: the sampling step is `period`, in ms), R5 ones
+(fhir.resources' default) with its R5 models (the step is `interval` in `intervalUnit`). An
 Observation whose SampledData has `interval` is read as R5, else as R4.
 
 Whatever a file holds, a fault is answered with what is wrong with the file, in words: never a
@@ -47,7 +52,8 @@ FORMAT_BYTES = {"8": 1, "16": 2, "61": 2, "80": 1, "160": 2, "212": 1.5, "24": 3
 class Lead:
     signal_mv: np.ndarray
     fs: float
-    name: str | None
+    name: str | None  # the lead analysed, where the input names leads
+    received: tuple[str, ...] | None = None  # every lead the input held, in order, where it names them
 
 
 def quoted(value: str) -> str:
@@ -137,14 +143,15 @@ def read_wfdb(header: bytes, signal: bytes | str, lead: str | None = None, folde
     index = _pick([str(n) for n in data.sig_name], lead, "lead")
     if not math.isclose(float(data.fs), fs):
         raise StripError("header", "WFDB header's sampling frequency could not be read as written")
-    return Lead(data.p_signal[:, index], fs, data.sig_name[index])
+    return Lead(data.p_signal[:, index], fs, data.sig_name[index], tuple(str(n) for n in data.sig_name))
 
 
 def _sampled_data(observation, lead: str | None):
-    """The valueSampledData of the Observation, or of the component named by `lead`, with its name
-    and where it stands ("value", or the component's index)."""
+    """The valueSampledData of the Observation, or of the component named by `lead`, with its name,
+    where it stands ("value", or the component's index) and the names of the components with
+    SampledData (None when valueSampledData is read)."""
     if observation.valueSampledData is not None and lead is None:
-        return observation.valueSampledData, None, "value"
+        return observation.valueSampledData, None, "value", None
     places = [i for i, c in enumerate(observation.component or []) if c.valueSampledData is not None]
     components = [observation.component[i] for i in places]
     if not components:
@@ -159,9 +166,32 @@ def _sampled_data(observation, lead: str | None):
         for c, name, place in zip(components, names, places):
             codes = {x.code for x in c.code.coding or []} | {x.display for x in c.code.coding or []}
             if lead == name or lead in codes:
-                return c.valueSampledData, name, place
+                return c.valueSampledData, name, place, tuple(names)
     index = _pick(names, lead, "lead")
-    return components[index].valueSampledData, names[index], places[index]
+    return components[index].valueSampledData, names[index], places[index], tuple(names)
+
+
+def read_strip(request) -> Lead:
+    """A validated /predict/strip body (service.schemas.StripRequest): its `signal`, or of its
+    `leads` the one `lead` chooses, in mV. Only that lead becomes an array; the Python floats of
+    every lead (32 bytes a sample) are freed here, the others' before the chosen one is copied."""
+    names = request.lead_names
+    if names is None:
+        samples, name = request.signal, None
+    else:
+        index = _pick(names, request.lead, "lead")
+        for i, other in enumerate(request.leads):
+            if i != index:
+                del other.signal[:]
+        samples, name = request.leads[index].signal, names[index]
+    signal = np.asarray(samples, dtype=np.float64)
+    del samples[:]
+    if request.units == "adc":
+        if request.gain is None:
+            raise StripError("gain", "units 'adc' need the gain (ADC units per mV)")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            signal = (signal - request.baseline) / request.gain
+    return Lead(signal, request.sampling_rate, name, None if names is None else tuple(names))
 
 
 def _set_data_aside(payload: dict) -> tuple[dict, dict]:
@@ -247,7 +277,7 @@ def read_fhir(payload: dict, lead: str | None = None) -> Lead:
         where = ".".join(str(x)[:QUOTED] for x in first["loc"])
         release = "R5" if r5 else "R4 (an R5 Observation steps by valueSampledData.interval)"
         raise StripError("observation", f"invalid FHIR {release} Observation at {where}: {first['msg'][:200]}") from None
-    sampled, name, place = _sampled_data(observation, lead)
+    sampled, name, place, received = _sampled_data(observation, lead)
     data = aside.get(place) if sampled.data else None
     if not data:
         raise StripError("observation", "SampledData.data is empty")
@@ -269,7 +299,7 @@ def read_fhir(payload: dict, lead: str | None = None) -> Lead:
         raise StripError("observation", "SampledData.factor and origin must be finite numbers")
     with np.errstate(over="ignore", invalid="ignore"):
         signal = (origin + factor * values) * UNIT_TO_MV[unit]
-    return Lead(signal, 1000.0 / period_ms, name)
+    return Lead(signal, 1000.0 / period_ms, name, received)
 
 
 def _period_ms(sampled, r5: bool) -> float:
