@@ -44,8 +44,28 @@ def inter_patient() -> None:
             f1 = sum(m["per_class"][c]["f1"] for c in "NSVF") / 4
             print(f"| `{name}` | {card['input'].get('kind', 'beat')} | {records} | "
                   + " | ".join(se_ppv(m, c) for c in "NSVF") + f" | {f1:.3f} | {ectopic_calls(m)} |")
+    floor = next((c["floor"] for c in cards.values() if "floor" in c), None)
+    if floor:  # the same tree in every context card that records it
+        d = floor["inter_DS2"]
+        cells = " | ".join(f"{pct(d[c]['se'])} / {pct(d[c]['ppv'])}" for c in "NSVF")
+        f1 = sum(d[c]["f1"] for c in "NSVF") / 4
+        print(f"| the floor: gradient-boosted tree (cards' `floor`) | context beat | all 22 | {cells} | {f1:.3f} "
+              f"| {d['ectopic_calls_per_100_normal']:.1f} |")
     for source, s, v in ANCHORS:
         print(f"| {source} (published) | features | all 22 | - | {s} | {v} | - | - | - |")
+
+
+def floor_margins() -> None:
+    """By how much each context card's recipe beats the tree floor (its card's `floor`)."""
+    print("| model | CV score: recipe / tree | DS2 S F1: minus the tree's | DS2 V F1: minus the tree's | DS2 N Se: minus the tree's |")
+    print("|---|---:|---:|---:|---:|")
+    for name, card in cards.items():
+        f = card.get("floor")
+        if not f:
+            continue
+        m = f["network_minus_floor"]
+        ds2 = [f"{m[k]:+.3f}" if k in m else "-" for k in ("inter_DS2_S_f1", "inter_DS2_V_f1", "inter_DS2_N_se")]
+        print(f"| `{name}` | {f['network_cv_score']:.3f} / {f['cv_score']:.3f} | " + " | ".join(ds2) + " |")
 
 
 def selection() -> None:
@@ -122,6 +142,8 @@ print("## Inter-patient (DS1 -> DS2)\n")
 inter_patient()
 print("\n## Confidence and review (each card's decision)\n")
 review()
+print("\n## The floor: each context recipe against the tree on the same inputs\n")
+floor_margins()
 print("\n## Cross-validation inside DS1 (the selection)")
 selection()
 print("\n## Every card")

@@ -94,3 +94,9 @@ for job in "context-odenet-ds1 odenet" "context-odenet odenet" "context-resnet-d
     echo "$1: decision of build/decisions/$2.json recorded"
   fi
 done
+# The floor each context card must beat: the gradient-boosted tree on the same inputs, from its
+# cross-validation run (ecg-crossval --model tree --out build/floor/tree.json), recorded in the cards.
+if [[ -f build/floor/tree.json ]]; then
+  python scripts/tree-floor.py build/floor/tree.json models/context-odenet-ds1 models/context-resnet-ds1 \
+    models/context-odenet models/context-resnet --data "$data" --write-card
+fi

@@ -11,6 +11,9 @@ The score that ranks candidates is the mean F1 of S and V, the classes where int
 classifiers fail; N sensitivity and F are reported beside it. `--model tree` scores the floor each
 deep candidate must beat: a gradient-boosted tree on the same inputs, folds and scoring.
 
+`--sequence gru|odernn` adds a sequence stage over each record's beats (training.sequence), trained
+end to end with the network and scored on the same folds, each held-out record read as one strip.
+
 A two-lead candidate (`--set leads=2`) is scored twice on the same held-out beats: with their
 second lead ("clean", "augmented") and with it removed ("clean_one_lead", "augmented_one_lead"),
 what it would answer on a strip of MLII alone.
@@ -34,6 +37,7 @@ from service.models.decision import Decision
 from training.calibration import choose_decision, held_out_figures
 from training.data import BeatSet, load_split
 from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
+from training.sequence import LOOK_AHEAD, STAGES, cross_validate_sequence
 from training.train import (DEFAULT_NOISE_DATA, PRESETS, Recipe, apply_logit_bias, architecture, augmentation_of, fit,
                             override)
 
@@ -265,6 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise-data", type=Path, default=DEFAULT_NOISE_DATA,
                         help="folder of the NSTDB noise recordings bw, em, ma (recipes with real_noise)")
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--sequence", choices=STAGES, default=None,
+                        help="add a sequence stage over each record's beats, trained end to end with the "
+                             "network (training.sequence): a GRU, or an ODE-RNN over the RR time")
+    parser.add_argument("--look-ahead", type=int, default=LOOK_AHEAD, metavar="BEATS",
+                        help=f"sequence stage: beats after a beat its label may read (default {LOOK_AHEAD})")
+    parser.add_argument("--beat-loss", type=float, default=0.0, metavar="WEIGHT",
+                        help="sequence stage: weight of the per-beat head's loss beside the sequence head's "
+                             "(default 0: the sequence head's alone)")
     parser.add_argument("--choose-bias", type=Path, nargs="+", default=None, metavar="RUN.json",
                         help="instead of running: choose the logit bias from these runs' held-out probabilities")
     parser.add_argument("--calibrate", type=Path, default=None, metavar="RUN.json",
@@ -293,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = override(PRESETS[args.preset], args.set)
+    if args.sequence and (args.model == "tree" or recipe.input != "context" or recipe.leads != 1):
+        parser.error("--sequence needs a network (odenet or resnet) on one-lead context beats")
+    if args.look_ahead < 0 or args.beat_loss < 0:
+        parser.error("--look-ahead and --beat-loss must be 0 or more")
     started = time.perf_counter()
     probe = None
     if recipe.input == "context":  # one more augmented view, never trained on, scores robustness
@@ -307,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                                        views=None if data.views is None else without_extended_rr(data.views))
     else:
         data, _ = load_split(args.data, args.split, args.seed)
-    if args.model == "tree":
+    if args.sequence:
+        result = cross_validate_sequence(data, probe, args.model, recipe, args.sequence, args.folds, args.seed,
+                                         args.look_ahead, args.beat_loss)
+    elif args.model == "tree":
         result = cross_validate_tree(data, probe, args.folds, args.seed, leads=recipe.leads,
                                      lead_dropout=recipe.lead_dropout)
     else:

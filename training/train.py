@@ -298,7 +298,8 @@ def selection_card(paths: list[Path], model: str) -> dict | None:
                         "DS2 was not used for any choice",
             "score": "mean F1 of S and V over the pooled held-out predictions",
             "candidates": [{"name": p.stem, "model": r["model"], "preset": r["preset"], "overrides": r["overrides"],
-                            "seed": r["seed"], "clean": r["clean"], "augmented": r.get("augmented")}
+                            "seed": r["seed"], "clean": r["clean"], "augmented": r.get("augmented"),
+                            **({"sequence": r["sequence"]} if "sequence" in r else {})}
                            for p, r in runs]}
     model_of = {p.stem: r["model"] for p, r in runs}
     rules = [r["decision_rule"] for _, r in loaded

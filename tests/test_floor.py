@@ -1,0 +1,51 @@
+"""The floor in the context cards: a gradient-boosted tree on the networks' own inputs, which each
+shipped context model must beat in cross-validation; its DS2 figures reproduce from the records."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import MODELS, ROOT
+
+CONTEXT_CARDS = ["context-odenet-ds1", "context-resnet-ds1", "context-odenet", "context-resnet"]
+
+
+def card(name: str) -> dict:
+    return json.loads((MODELS / name / "card.json").read_text())
+
+
+@pytest.mark.parametrize("name", CONTEXT_CARDS)
+def test_every_context_card_says_by_how_much_it_beats_the_tree(name):
+    floor = card(name)["floor"]
+    assert floor["network_minus_floor"]["cv_score"] == pytest.approx(floor["network_cv_score"] - floor["cv_score"],
+                                                                    abs=1e-4)
+    assert floor["network_minus_floor"]["cv_score"] > 0  # a shipped recipe that lost to the tree would not ship
+    assert floor["network_cv_score"] == card(name)["selection"]["decision_rule"]["score_with_bias"]
+
+
+@pytest.mark.parametrize("name", ["context-odenet-ds1", "context-resnet-ds1"])
+def test_the_margin_on_ds2_is_read_from_the_cards_own_confusion_matrix(name):
+    c = card(name)
+    matrix = np.asarray(c["metrics"]["inter_DS2"]["confusion_matrix"])
+    s = 1  # class index of S
+    se, ppv = matrix[s, s] / matrix[s].sum(), matrix[s, s] / matrix[:, s].sum()
+    network_f1 = 2 * se * ppv / (se + ppv)
+    margin = c["floor"]["network_minus_floor"]["inter_DS2_S_f1"]
+    assert margin == pytest.approx(network_f1 - c["floor"]["inter_DS2"]["S"]["f1"], abs=1e-3)
+
+
+def test_the_trees_ds2_figures_reproduce(mitdb_dir):
+    """Trained on DS1 with the card's seed, the tree gives the DS2 figures the cards record."""
+    spec = importlib.util.spec_from_file_location("tree_floor", ROOT / "scripts" / "tree-floor.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    from training.crossval import tree_floor
+    from training.data import DS1, DS2, load_records
+    from training.evaluate import classification_metrics
+
+    recorded = card("context-odenet-ds1")["floor"]["inter_DS2"]
+    tree = tree_floor(load_records(mitdb_dir, DS1, input="context"), seed=0)
+    test = load_records(mitdb_dir, DS2, input="context")
+    assert script.figures(classification_metrics(test.labels, tree.predict(test.beats))) == recorded
