@@ -75,6 +75,20 @@ def folds(data: BeatSet, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(splitter.split(data.beats, data.labels, groups=data.records))
 
 
+def pooled_result(data: BeatSet, per_fold: list[dict], clean: np.ndarray, augmented: np.ndarray,
+                  probabilities: np.ndarray, probed: bool) -> dict:
+    """A run's result: per-fold and pooled held-out figures, and the held-out beats themselves
+    (labels, predictions, probabilities), which --choose-bias and --calibrate read."""
+    result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
+              "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"],
+              "held_out": {"labels": data.labels.tolist(), "clean": clean.tolist(),
+                           "augmented": augmented.tolist(), "records": data.records.tolist(),
+                           "probabilities": probabilities.round(6).tolist()}}
+    if probed:
+        result["augmented"] = summary(classification_metrics(data.labels, augmented))
+    return result
+
+
 def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: Recipe, k: int = 5, seed: int = 0,
                    solver: SolverConfig | None = None, log=print) -> dict:
     """Pooled held-out predictions of k patient-grouped folds, on the clean inputs and on `probe`
@@ -111,13 +125,7 @@ def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: R
         log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f}"
             + (f" (one lead {per_fold[-1]['one_lead']['score']:.3f})" if two_leads else "")
             + f" in {time.perf_counter() - started:.0f} s")
-    result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
-              "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"],
-              "held_out": {"labels": data.labels.tolist(), "clean": clean.tolist(),
-                           "augmented": augmented.tolist(), "records": data.records.tolist(),
-                           "probabilities": probabilities.round(6).tolist()}}
-    if probe is not None:
-        result["augmented"] = summary(classification_metrics(data.labels, augmented))
+    result = pooled_result(data, per_fold, clean, augmented, probabilities, probe is not None)
     if two_leads:
         result["clean_one_lead"] = summary(classification_metrics(data.labels, one_lead))
         result["clean_one_lead_confusion"] = classification_metrics(data.labels, one_lead)["confusion_matrix"]

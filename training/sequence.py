@@ -146,11 +146,11 @@ def gaps_of(samples: np.ndarray, run: np.ndarray) -> np.ndarray:
 
 
 def chunks(runs: list[np.ndarray], length: int, generator: torch.Generator) -> list[np.ndarray]:
-    """One epoch's training sequences: each record cut into `length`-beat pieces from a random offset."""
+    """One epoch's training sequences: each record cut into `length`-beat pieces from a random
+    offset (a record shorter than `length` gives none)."""
     pieces = []
     for run in runs:
         if run.size < length:
-            pieces.append(run)
             continue
         offset = int(torch.randint(0, length, (1,), generator=generator)) if run.size > length else 0
         starts = range(offset, run.size - length + 1, length)
@@ -175,7 +175,7 @@ def fit_sequence(model: SequenceClassifier, train: BeatSet, recipe, seed: int, l
     # The clean record's RR intervals serve its augmented views too (they stretch time by at most 10 %).
     gaps = torch.from_numpy(np.concatenate([gaps_of(train.samples, r) for r in runs]))
     per_batch = max(1, recipe.batch_size // CHUNK_BEATS)
-    batches = (sum(max(1, r.size // CHUNK_BEATS) for r in runs) + per_batch - 1) // per_batch
+    batches = (sum(r.size // CHUNK_BEATS for r in runs) + per_batch - 1) // per_batch  # at most, per epoch
     optimizer, scheduler = make_optimizer(model, recipe, recipe.epochs * batches)
     history = []
     for epoch in range(recipe.epochs):
@@ -183,11 +183,8 @@ def fit_sequence(model: SequenceClassifier, train: BeatSet, recipe, seed: int, l
         pieces = chunks(runs, CHUNK_BEATS, generator)
         total, count = 0.0, 0
         for b in range(0, len(pieces), per_batch):
-            group = [p for p in pieces[b:b + per_batch] if p.size == CHUNK_BEATS]
-            if not group or count >= batches:
-                continue
-            index = torch.from_numpy(np.stack(group))  # (B, T)
-            version = torch.randint(0, len(versions), (len(group), 1), generator=generator).expand_as(index)
+            index = torch.from_numpy(np.stack(pieces[b:b + per_batch]))  # (B, T)
+            version = torch.randint(0, len(versions), (len(index), 1), generator=generator).expand_as(index)
             logits, z = model(versions[version, index], gaps[index], with_states=True)
             target, w = labels[index].reshape(-1), weights[index].reshape(-1)
             per_beat = nn.functional.cross_entropy(logits.reshape(-1, len(CLASSES)), target, reduction="none")
@@ -242,7 +239,7 @@ def cross_validate_sequence(data: BeatSet, probe: np.ndarray | None, body: str, 
                             seed: int = 0, look_ahead: int = LOOK_AHEAD, beat_loss: float = 0.0, log=print) -> dict:
     """training.crossval.cross_validate for a sequence model: the same folds, the same pooled
     held-out scoring and result layout (so --choose-bias and --calibrate read it)."""
-    from training.crossval import folds, summary
+    from training.crossval import folds, pooled_result, summary
     from training.evaluate import classification_metrics
     from training.train import architecture
 
@@ -267,13 +264,6 @@ def cross_validate_sequence(data: BeatSet, probe: np.ndarray | None, body: str, 
         per_fold.append({"records": records, **summary(classification_metrics(held.labels, clean[test_index]))})
         log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f}"
             f" in {time.perf_counter() - started:.0f} s")
-    result = {"sequence": {"stage": stage, "look_ahead_beats": look_ahead, "hidden": HIDDEN,
-                           "chunk_beats": CHUNK_BEATS, "beat_loss": beat_loss},
-              "folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
-              "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"],
-              "held_out": {"labels": data.labels.tolist(), "clean": clean.tolist(),
-                           "augmented": augmented.tolist(), "records": data.records.tolist(),
-                           "probabilities": probabilities.round(6).tolist()}}
-    if probe is not None:
-        result["augmented"] = summary(classification_metrics(data.labels, augmented))
-    return result
+    return {"sequence": {"stage": stage, "look_ahead_beats": look_ahead, "hidden": HIDDEN,
+                         "chunk_beats": CHUNK_BEATS, "beat_loss": beat_loss},
+            **pooled_result(data, per_fold, clean, augmented, probabilities, probe is not None)}
