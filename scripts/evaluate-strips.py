@@ -92,7 +92,7 @@ def decide(loaded, beats: np.ndarray):
     probabilities = (np.concatenate([loaded.predictor.predict(beats[i:i + 1024]).probabilities
                                      for i in range(0, len(beats), 1024)])
                      if len(beats) else np.zeros((0, len(CLASSES))))
-    return loaded.decision(probabilities)
+    return loaded.decision(probabilities, beats)
 
 
 def predict_labels(loaded, beats: np.ndarray) -> np.ndarray:

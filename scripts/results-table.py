@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from service.models.decision import Decision
+
 models = Path(sys.argv[1] if len(sys.argv) > 1 else "models")
 cards = {p.parent.name: json.loads(p.read_text()) for p in sorted(models.glob("*/card.json"))}
 CLASSES = ("N", "S", "V", "F", "Q")
@@ -114,7 +116,7 @@ def sweeps() -> None:
 
 def review() -> None:
     """What each card's decision does: on the CV held-out beats that chose it, and on DS2 once."""
-    print("| model | beats | temperature / F from / review below | sent to review: all (N / S / V / F) "
+    print("| model | beats | temperature / S, V, F from / review below | sent to review: all (N / S / V / F) "
           "| ectopic calls per 100 N: as trained, decided, not reviewed | S Se / +P not reviewed "
           "| V Se / +P not reviewed |")
     print("|---|---|---|---:|---:|---:|---:|")
@@ -125,8 +127,9 @@ def review() -> None:
         rows = [("CV held-out (DS1)", decision.get("chosen_by", {}).get("held_out"))] if name.endswith("-ds1") else []
         rows += [(label, card["metrics"].get(key, {}).get("decision"))
                  for key, label in (("inter_DS2", "DS2, all 22"), ("inter_DS2_without_232", "DS2 without 232"))]
-        setting = (f"{decision['temperature']:g} / {decision['f_min_probability'] or '-'} / "
-                   f"{decision['review_below']:g}")
+        rule = Decision.of_dict(decision)
+        thresholds = ", ".join(f"{rule.min_probability[c]:g}" if c in rule.min_probability else "-" for c in "SVF")
+        setting = f"{rule.temperature:g} / {thresholds} / {rule.review_below:g}"
         for label, f in rows:
             if not f:
                 continue

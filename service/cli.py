@@ -313,7 +313,7 @@ class InProcess:
         prediction = self.loaded.predictor.predict(beats, self.solver)
         if prediction.status is not None and prediction.status.any():
             raise RecordFailed(f"{failure(prediction.status, self.solver)}")
-        decided = self.loaded.decision(prediction.probabilities)
+        decided = self.loaded.decision(prediction.probabilities, beats)
         review = None if decided.review is None else decided.review.tolist()
         return [LABELS[i] for i in decided.labels], review
 

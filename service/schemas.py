@@ -98,13 +98,15 @@ class PredictRequest(BaseModel):
 
 CONFIDENCE = ("probability of the label given (calibrated where the model's card has a decision; "
               "see docs/models.md#confidence-and-review)")
+LABEL = ("the most probable class, except that a model whose card has a decision calls S, V or F only at or "
+         "above its minimum probability for it (see docs/models.md#confidence-and-review)")
 REVIEW = ("true when the confidence is below the model's review threshold (chosen so that about 95 % of "
           "held-out beats are labelled without review); null for models without one")
 
 
 class BeatPrediction(BaseModel):
-    label: str
-    class_index: int
+    label: str = Field(..., description=LABEL)
+    class_index: int = Field(..., description="index of the label in the model's classes")
     probabilities: dict[str, float]
     confidence: float = Field(..., description=CONFIDENCE)
     review: bool | None = Field(None, description=REVIEW)
@@ -244,8 +246,8 @@ class StripRequest(BaseModel):
 class StripBeat(BaseModel):
     sample: int = Field(..., description="R-peak sample index at the strip's sampling rate")
     time_s: float = Field(..., description="R-peak time from the strip's start")
-    label: str
-    class_index: int
+    label: str = Field(..., description=LABEL)
+    class_index: int = Field(..., description="index of the label in the model's classes")
     probabilities: dict[str, float]
     confidence: float = Field(..., description=CONFIDENCE)
     review: bool | None = Field(None, description=REVIEW)

@@ -222,7 +222,7 @@ def test_context_beats_are_classified_as_their_network_input(client, context_bea
     inputs, as_json, labels = context_beats_208
     body = post(client, model=model, context_beats=as_json[:128]).json()
     loaded = client.app.state.registry.models[model]
-    expected = loaded.decision(loaded.predictor.predict(inputs[:128]).probabilities)  # calibrated, as answered
+    expected = loaded.decision(loaded.predictor.predict(inputs[:128]).probabilities, inputs[:128])  # calibrated, as answered
     got = np.array([[p["probabilities"][c] for c in CLASSES] for p in body["predictions"]])
     assert np.abs(got - expected.probabilities).max() < 1e-5
     assert [p["class_index"] for p in body["predictions"]] == expected.labels.tolist()

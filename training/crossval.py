@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from service.signal.context import RR_FEATURES, WINDOW_LENGTH, without_second_lead
+from service.signal.context import RR_FEATURES, WINDOW_LENGTH, irregularity_of, without_second_lead
 from service.models.networks import BeatClassifier, SolverConfig
 from service.models.decision import Decision
-from training.calibration import choose_decision, held_out_figures
+from training.calibration import ECTOPIC_BUDGET, choose_decision, held_out_figures
 from training.data import BeatSet, load_split
 from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
 from training.sequence import LOOK_AHEAD, STAGES, cross_validate_sequence
@@ -78,12 +78,16 @@ def folds(data: BeatSet, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def pooled_result(data: BeatSet, per_fold: list[dict], clean: np.ndarray, augmented: np.ndarray,
                   probabilities: np.ndarray, probed: bool) -> dict:
     """A run's result: per-fold and pooled held-out figures, and the held-out beats themselves
-    (labels, predictions, probabilities), which --choose-bias and --calibrate read."""
+    (labels, predictions, probabilities and, for context beats, each beat's RR irregularity),
+    which --choose-bias and --calibrate read."""
     result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
               "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"],
               "held_out": {"labels": data.labels.tolist(), "clean": clean.tolist(),
                            "augmented": augmented.tolist(), "records": data.records.tolist(),
                            "probabilities": probabilities.round(6).tolist()}}
+    irregularity = irregularity_of(data.beats)
+    if irregularity is not None:
+        result["held_out"]["irregularity"] = irregularity.round(4).tolist()
     if probed:
         result["augmented"] = summary(classification_metrics(data.labels, augmented))
     return result
@@ -231,16 +235,38 @@ def choose_logit_bias(runs: list[dict]) -> tuple[dict[str, float], float, float]
     return best, baseline, best_score
 
 
-def calibrate(run_path: Path, out: Path | None) -> int:
+def calibrate(run_path: Path, out: Path | None, budget: float = ECTOPIC_BUDGET, in_every_fold: bool = False,
+              rhythm_gate: bool = False) -> int:
     """`--calibrate`: the decision chosen on a run's pooled held-out probabilities, and what it does there."""
     run = json.loads(run_path.read_text())
     labels = np.asarray(run["held_out"]["labels"])
     probabilities = np.asarray(run["held_out"]["probabilities"])
-    chosen = choose_decision(probabilities, labels)
-    figures = held_out_figures(probabilities, labels, Decision(**chosen["decision"]))
-    d = chosen["decision"]
-    print(f"{run_path.stem}: temperature {d['temperature']:g}, F only at p >= {d['f_min_probability']}, "
-          f"review below confidence {d['review_below']:g}")
+    fold_of = {record: i for i, fold in enumerate(run["folds"]) for record in fold["records"]}
+    groups = np.array([fold_of[record] for record in run["held_out"]["records"]])
+    irregularity = run["held_out"].get("irregularity") if rhythm_gate else None
+    if rhythm_gate and irregularity is None:
+        print(f"{run_path.stem} holds no RR irregularity of its beats (not context beats, or an older run): "
+              "no rhythm gate is tried")
+    irregularity = None if irregularity is None else np.asarray(irregularity)
+    chosen = choose_decision(probabilities, labels, groups, budget=budget, in_every_fold=in_every_fold,
+                             irregularity=irregularity)
+    decision = Decision.of_dict(chosen["decision"])
+    figures = held_out_figures(probabilities, labels, decision, irregularity)
+    thresholds = ", ".join(f"{c} at p >= {t:g}" for c, t in decision.min_probability.items()) or "none"
+    if decision.s_max_irregularity is not None:
+        thresholds += f"; S not called where the irregularity is above {decision.s_max_irregularity:g}"
+    budget, search = chosen["ectopic_budget"], chosen["threshold_search"]
+    print(f"{run_path.stem}: temperature {decision.temperature:g}; ectopic thresholds: {thresholds}; "
+          f"review below confidence {decision.review_below:g}")
+    where = f"in every one of {budget['folds']} folds" if budget["in_every_fold"] else "pooled"
+    chosen_row, free_row = search["chosen"], search["best_regardless_of_budget"]
+    print(f"budget {budget['calls_per_100_normal']:g} false ectopic calls per 100 N, {where}: "
+          f"{search['settings_within_budget']} of {search['settings_tried']} settings keep it"
+          + ("" if budget["kept"] else " (none: the setting with the fewest calls is taken)")
+          + f"; chosen: score {chosen_row['score']:.4f}, {chosen_row['ectopic_calls_per_100_normal']:.2f} calls "
+          f"(worst fold {chosen_row['worst_fold_ectopic_calls']:.2f}); best regardless of the budget: score "
+          f"{free_row['score']:.4f}, {free_row['ectopic_calls_per_100_normal']:.2f} calls "
+          f"(worst fold {free_row['worst_fold_ectopic_calls']:.2f})")
     calls = {key: figures[key]["ectopic_calls_per_100_normal"] for key in ("as_trained", "decided", "not_reviewed")}
     print(f"held-out ECE {figures['ece_raw']:.4f} -> {figures['ece_calibrated']:.4f}; sent to review "
           f"{100 * figures['review_share']:.1f} %; ectopic calls per 100 N {calls['as_trained']:.2f} as trained, "
@@ -290,9 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate", type=Path, default=None, metavar="RUN.json",
                         help="instead of running: choose the decision (temperature, F threshold, review "
                              "threshold; training.calibration) from this run's held-out probabilities")
+    parser.add_argument("--ectopic-budget", type=float, default=ECTOPIC_BUDGET, metavar="CALLS",
+                        help="--calibrate: normal beats called ectopic allowed per 100 held-out normal beats "
+                             f"(default {ECTOPIC_BUDGET:g})")
+    parser.add_argument("--budget-in-every-fold", action="store_true",
+                        help="--calibrate: hold the budget in every held-out fold, not only pooled")
+    parser.add_argument("--rhythm-gate", action="store_true",
+                        help="--calibrate: also try not calling S in an irregular rhythm (measured, not "
+                             "shipped: it removes the S beats of patients with frequent atrial ectopy)")
     args = parser.parse_args(argv)
+    if args.ectopic_budget < 0:
+        parser.error("--ectopic-budget must be 0 or more")
     if args.calibrate:
-        return calibrate(args.calibrate, args.out)
+        return calibrate(args.calibrate, args.out, args.ectopic_budget, args.budget_in_every_fold, args.rhythm_gate)
     if args.choose_bias:
         runs = [json.loads(path.read_text()) for path in args.choose_bias]
         shift, before, after = choose_logit_bias(runs)

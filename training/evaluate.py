@@ -21,6 +21,7 @@ from service.models.artefacts import load_network
 from service.signal.beats import CLASSES
 from service.models.networks import BeatClassifier, SolverConfig
 from service.models.decision import Decision
+from service.signal.context import irregularity_of
 from service.models.predictors import ODEPredictor
 from training.calibration import held_out_figures
 from training.data import BeatSet, load_split
@@ -108,9 +109,9 @@ def evaluate(model: BeatClassifier, data: BeatSet, solver: SolverConfig | None =
     """The card's metrics of `data`, labelled as the service labels them: through the card's
     `decision` (service.models.decision) where it has one, with what its review flag does."""
     probabilities, nfe = predict_probabilities(model, data.beats, solver)
-    metrics = classification_metrics(data.labels, (decision or Decision())(probabilities).labels)
+    metrics = classification_metrics(data.labels, (decision or Decision())(probabilities, data.beats).labels)
     if decision is not None:
-        metrics["decision"] = held_out_figures(probabilities, data.labels, decision)
+        metrics["decision"] = held_out_figures(probabilities, data.labels, decision, irregularity_of(data.beats))
     if nfe is not None:
         metrics["solver"] = (solver or SolverConfig()).as_dict()
         metrics["nfe_per_beat_mean"] = float(np.mean(nfe))
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"decision file {args.decision} not found (ecg-crossval --calibrate RUN.json --out FILE)")
         chosen = json.loads(args.decision.read_text())
         card["decision"] = {**chosen["decision"], "chosen_by": {
-            k: chosen[k] for k in ("protocol", "run", "held_out", "f_threshold_grid") if k in chosen}}
+            k: chosen[k] for k in ("protocol", "run", "ectopic_budget", "threshold_search", "held_out") if k in chosen}}
     decision = Decision.of_card(card) if "decision" in card else None
     metrics = split_metrics(model, data, split, solver, decision)
     key = metrics_key(split)

@@ -8,9 +8,17 @@ its raw top probability says little about how often it is right. A model's card 
 
 - `temperature` T: probabilities become softmax(log p / T) (temperature scaling, Guo et al. 2017,
   "On calibration of modern neural networks"), fitted to the pooled held-out beats' log-likelihood;
-- `f_min_probability`: fusion (F) is called only at or above this calibrated probability, else the
-  beat takes its most probable other class (F is learnt from very few patients and costs normal
-  beats; the threshold is the cross-validated decision of how much F may cost);
+- `min_probability`: an ectopic class (S, V or F) is called only at or above its calibrated
+  probability here, else the beat takes its most probable class that passes (N and Q always pass).
+  Each false ectopic call is a false alarm on a patient's report, and F is learnt from very few
+  patients; the thresholds are the cross-validated decision of how many false calls per 100 normal
+  beats the model may make (training.calibration). Cards written before S and V had thresholds
+  carry `f_min_probability` alone, read as the F threshold;
+- `s_max_irregularity`: S is not called where the rhythm is irregular, i.e. where the beat's
+  irregularity RR feature (mean absolute log ratio of the last 10 successive RR intervals,
+  service.signal.context) is above this. In atrial fibrillation every RR interval differs and AAMI
+  labels the beats N, never S; a network that reads each beat's prematurity calls many of them S.
+  Frequent isolated atrial ectopy raises the irregularity too, which is what the threshold costs;
 - `review_below`: a beat whose label's calibrated probability (its `confidence`) is below this is
   flagged for review, the threshold at which about 95 % of held-out beats were labelled automatically,
   as Holter technicians work: the machine labels what it is sure of, a person reviews the rest.
@@ -20,13 +28,15 @@ A card without a `decision` keeps the network's probabilities and argmax labels,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.signal.beats import CLASSES
+from service.signal.context import irregularity_of
 
-F_INDEX = CLASSES.index("F")
+THRESHOLDED = ("S", "V", "F")  # the classes a minimum probability may hold back
+S_INDEX = CLASSES.index("S")
 
 
 @dataclass(frozen=True)
@@ -40,13 +50,30 @@ class Decided:
 @dataclass(frozen=True)
 class Decision:
     temperature: float = 1.0
-    f_min_probability: float | None = None
+    min_probability: dict[str, float] = field(default_factory=dict)  # class name -> calibrated threshold
     review_below: float | None = None
+    s_max_irregularity: float | None = None
+
+    def __post_init__(self):
+        unknown = set(self.min_probability) - set(THRESHOLDED)
+        if unknown:
+            raise ValueError(f"min_probability may hold back {', '.join(THRESHOLDED)} only, not {sorted(unknown)}")
+        # None means no threshold: drop it, so equal decisions compare and print equal
+        object.__setattr__(self, "min_probability", {c: float(self.min_probability[c]) for c in THRESHOLDED
+                                                     if self.min_probability.get(c) is not None})
 
     @classmethod
     def of_card(cls, card: dict) -> "Decision":
-        rule = card.get("decision") or {}
-        return cls(float(rule.get("temperature", 1.0)), rule.get("f_min_probability"), rule.get("review_below"))
+        return cls.of_dict(card.get("decision") or {})
+
+    @classmethod
+    def of_dict(cls, rule: dict) -> "Decision":
+        """A decision as a card stores it (as_dict), or as cards stored it with an F threshold alone."""
+        thresholds = rule.get("min_probability")
+        if thresholds is None:
+            thresholds = {"F": rule.get("f_min_probability")}
+        return cls(float(rule.get("temperature", 1.0)), dict(thresholds), rule.get("review_below"),
+                   rule.get("s_max_irregularity"))
 
     def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
         """softmax(log p / T) of each row; the rows unchanged when T is 1."""
@@ -58,24 +85,37 @@ class Decision:
         scaled = np.exp(logits)
         return scaled / scaled.sum(axis=1, keepdims=True)
 
-    def labels(self, calibrated: np.ndarray) -> np.ndarray:
-        """argmax, except that F below f_min_probability gives way to the next most probable class."""
-        labels = calibrated.argmax(axis=1) if calibrated.size else np.zeros(0, dtype=np.int64)
-        if self.f_min_probability is not None and calibrated.size:
-            weak_f = (labels == F_INDEX) & (calibrated[:, F_INDEX] < self.f_min_probability)
-            if weak_f.any():
-                others = calibrated[weak_f].copy()
-                others[:, F_INDEX] = -1.0
-                labels[weak_f] = others.argmax(axis=1)
-        return labels
+    def labels(self, calibrated: np.ndarray, irregularity: np.ndarray | None = None) -> np.ndarray:
+        """argmax over the classes that pass: an ectopic class below its minimum probability, and
+        S in an irregular rhythm, give way to the most probable class that passes (N and Q always
+        pass)."""
+        if not calibrated.size:
+            return np.zeros(0, dtype=np.int64)
+        gated = self.s_max_irregularity is not None
+        if gated and irregularity is None:
+            raise ValueError("this decision holds S back in irregular rhythm: it needs context beats (RR features)")
+        if not self.min_probability and not gated:
+            return calibrated.argmax(axis=1)
+        passing = calibrated.copy()
+        for name, threshold in self.min_probability.items():
+            k = CLASSES.index(name)
+            passing[passing[:, k] < threshold, k] = -1.0
+        if gated:
+            passing[np.asarray(irregularity) > self.s_max_irregularity, S_INDEX] = -1.0
+        return passing.argmax(axis=1)
 
-    def __call__(self, probabilities: np.ndarray) -> Decided:
+    def __call__(self, probabilities: np.ndarray, inputs: np.ndarray | None = None,
+                 irregularity: np.ndarray | None = None) -> Decided:
+        """The decision on the beats whose network inputs are `inputs`, or whose irregularity is
+        given (the rhythm gate reads it)."""
         calibrated = self.calibrated(probabilities)
-        labels = self.labels(calibrated)
+        if irregularity is None and inputs is not None:
+            irregularity = irregularity_of(inputs)
+        labels = self.labels(calibrated, irregularity)
         confidence = calibrated[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
         review = None if self.review_below is None else confidence < self.review_below
         return Decided(calibrated, labels, confidence, review)
 
     def as_dict(self) -> dict:
-        return {"temperature": self.temperature, "f_min_probability": self.f_min_probability,
-                "review_below": self.review_below}
+        return {"temperature": self.temperature, "min_probability": dict(self.min_probability),
+                "s_max_irregularity": self.s_max_irregularity, "review_below": self.review_below}

@@ -22,7 +22,7 @@ class LoadedModel:
     predictor: ODEPredictor | OnnxPredictor
     input_kind: str  # "beat" or "context" (Architecture.input_kind)
     input_size: int  # numbers per beat the network reads
-    decision: Decision = Decision()  # calibration, F threshold and review flag from the card
+    decision: Decision = Decision()  # calibration, ectopic thresholds and review flag from the card
 
     @property
     def version(self) -> str:

@@ -29,10 +29,10 @@ class Result:
     review: np.ndarray | None  # (n,) bool; None where the model has no review threshold
 
     @classmethod
-    def decided(cls, loaded: LoadedModel, probabilities: np.ndarray, nfe: np.ndarray | None,
+    def decided(cls, loaded: LoadedModel, inputs: np.ndarray, probabilities: np.ndarray, nfe: np.ndarray | None,
                 seconds: float) -> "Result":
-        """The predictor's probabilities through the model's decision (service.models.decision)."""
-        d = loaded.decision(probabilities)
+        """The predictor's probabilities of `inputs` through the model's decision (service.models.decision)."""
+        d = loaded.decision(probabilities, inputs)
         return cls(d.probabilities, nfe, seconds, d.labels, d.confidence, d.review)
 
 
@@ -132,7 +132,7 @@ class Inference:
             nfe = None if solver is None else np.concatenate([p.nfe for p in parts])
         else:
             probabilities, nfe = np.zeros((0, len(CLASSES))), None if solver is None else np.zeros(0, np.int64)
-        result = Result.decided(loaded, probabilities, nfe, sum(p.seconds for p in parts))
+        result = Result.decided(loaded, inputs, probabilities, nfe, sum(p.seconds for p in parts))
         self.count(loaded, solver, result)
         return result
 

@@ -196,6 +196,18 @@ def two_lead_input(first: ContextBeats, second: ContextBeats | None = None) -> n
     return np.concatenate([network_input(first), extra], axis=1)
 
 
+IRREGULARITY_COLUMN = 2 * WINDOW_LENGTH + RR_FEATURES.index("irregularity")  # same in the two-lead input
+
+
+def irregularity_of(inputs: np.ndarray) -> np.ndarray | None:
+    """Each beat's rhythm irregularity (the RR feature) from one- or two-lead context inputs; None
+    for inputs of any other width (beats of the models that read no RR intervals)."""
+    inputs = np.asarray(inputs)
+    if inputs.ndim != 2 or inputs.shape[1] not in (CONTEXT_INPUT, TWO_LEAD_INPUT):
+        return None
+    return inputs[:, IRREGULARITY_COLUMN].astype(np.float64)
+
+
 def without_second_lead(inputs: np.ndarray) -> np.ndarray:
     """Two-lead inputs as if no beat had a second lead (its numbers and flag 0); a copy."""
     inputs = np.array(inputs, dtype=np.float32, copy=True)
