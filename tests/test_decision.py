@@ -193,3 +193,125 @@ def test_an_unreachable_budget_takes_the_setting_with_the_fewest_calls_and_says_
     assert chosen["threshold_search"]["settings_within_budget"] == 0
     assert "S" in chosen["decision"]["min_probability"]  # the false S calls are still cut
     assert chosen["threshold_search"]["chosen"]["worst_fold_ectopic_calls"] == pytest.approx(10.0)
+
+
+@pytest.fixture(scope="module")
+def decided_models(tmp_path_factory):
+    """The shipped context-odenet with a decision in its card (what `ecg-evaluate --decision
+    --write-card` records), beside the shipped resnet, which has none."""
+    folder = tmp_path_factory.mktemp("models")
+    for name in ("context-odenet", "resnet"):
+        shutil.copytree(MODELS / name, folder / name)
+    card_path = folder / "context-odenet" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["decision"] = {"temperature": 1.7, "min_probability": {"F": 0.8}, "review_below": 0.9,
+                        "s_max_irregularity": 0.3}
+    card_path.write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(decided_models):
+    settings = Settings(models_dir=decided_models, default_context_model="context-odenet", default_model="resnet")
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def strip_body(record: str = "208") -> dict:
+    signal = wfdb.rdrecord(str(FIXTURES / record), channel_names=["MLII"])
+    return {"sampling_rate": signal.fs, "signal": signal.p_signal[:, 0].round(4).tolist()}
+
+
+def test_every_strip_beat_carries_the_decided_label_its_confidence_and_review_flag(client):
+    answer = client.post("/predict/strip", json=strip_body()).json()
+    beats = answer["beats"]
+    assert beats and answer["model"] == "context-odenet"
+    for beat in beats:
+        p = beat["probabilities"]
+        assert sum(p.values()) == pytest.approx(1.0, abs=1e-5)
+        assert beat["confidence"] == pytest.approx(p[beat["label"]], abs=1e-6)
+        assert beat["review"] == (beat["confidence"] < 0.9)
+        if beat["label"] != "F":
+            assert p["F"] < 0.8 or max(p, key=p.get) != "F"
+        else:
+            assert p["F"] >= 0.8
+    flagged = sum(b["review"] for b in beats)
+    assert flagged and answer["report"]["review"]["beats"] == flagged
+    assert answer["report"]["review"]["share"] == pytest.approx(flagged / len(beats), abs=1e-3)
+
+
+def premature_context_beats(irregularity: float) -> list[dict]:
+    """Normal beats of record 208 sent as premature ones (pre-RR 55 % of the local rhythm, then a
+    compensatory pause) in a rhythm of the given irregularity: what the network calls S."""
+    from service.signal.context import RR_FIELDS, context_beats
+    from training.data import read_record
+
+    record = read_record(FIXTURES, "208")
+    beats = context_beats(record.signal, record.fs, record.samples)
+    out = []
+    for i in np.flatnonzero(record.labels == N)[10:60]:
+        rr = dict(zip(RR_FIELDS, beats.rr[i].tolist()))
+        local = rr["local_rr"]
+        out.append({"window": beats.windows[i].tolist(), "template": beats.templates[i].tolist(),
+                    "pre_rr": 0.55 * local, "post_rr": 1.45 * local, "prev_rr": local, "local_rr": local,
+                    "long_rr": rr["long_rr"], "irregularity": irregularity})
+    return out
+
+
+def test_premature_beats_are_s_in_a_regular_rhythm_and_never_s_in_an_irregular_one(client):
+    answers = {irregularity: client.post("/predict", json={"model": "context-odenet",
+                                                           "context_beats": premature_context_beats(irregularity)})
+               for irregularity in (0.05, 0.9)}
+    assert all(a.status_code == 200 for a in answers.values())
+    regular, irregular = ([p["label"] for p in answers[k].json()["predictions"]] for k in (0.05, 0.9))
+    assert regular.count("S") >= 10
+    assert "S" not in irregular
+    for beat in answers[0.9].json()["predictions"]:  # the label is the best class that passes
+        p = {c: v for c, v in beat["probabilities"].items() if c != "S" and not (c == "F" and v < 0.8)}
+        assert beat["label"] == max(p, key=p.get)
+
+
+def test_a_model_without_a_decision_answers_confidence_and_null_review(client, fixture_beats):
+    answer = client.post("/predict", json={"model": "resnet", "beats": fixture_beats.beats[:3].tolist()}).json()
+    for beat in answer["predictions"]:
+        assert beat["review"] is None
+        assert beat["confidence"] == pytest.approx(max(beat["probabilities"].values()), abs=1e-6)
+
+
+def test_the_annotation_file_marks_the_beats_for_review(client, tmp_path):
+    answer = client.post("/predict/strip", json=strip_body()).json()
+    download = client.post("/predict/strip?format=atr", json=strip_body())
+    assert download.status_code == 200
+    (tmp_path / "strip.ecg").write_bytes(download.content)
+    annotation = wfdb.rdann(str(tmp_path / "strip"), "ecg")
+    beat_notes = [note for symbol, note in zip(annotation.symbol, annotation.aux_note) if symbol != '"']
+    assert [note == "review" for note in beat_notes] == [b["review"] for b in answer["beats"]]
+
+
+def test_oip_outputs_the_confidence_and_the_review_flag(client):
+    metadata = client.get("/v2/models/context-odenet").json()
+    assert {"confidence", "review"} <= {o["name"] for o in metadata["outputs"]}
+    beats = np.zeros((2, metadata["inputs"][0]["shape"][1]), dtype=np.float32)
+    body = {"inputs": [{"name": "beats", "datatype": "FP32", "shape": list(beats.shape),
+                        "data": beats.ravel().tolist()}]}
+    outputs = {o["name"]: o for o in client.post("/v2/models/context-odenet/infer", json=body).json()["outputs"]}
+    assert outputs["review"]["datatype"] == "BOOL" and len(outputs["review"]["data"]) == 2
+    assert outputs["confidence"]["data"][0] == pytest.approx(max(outputs["probabilities"]["data"][:5]), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["context-odenet", "context-resnet", "context-odenet-ds1", "context-resnet-ds1"])
+def test_the_context_models_carry_a_decision_chosen_inside_ds1(name):
+    card = json.loads((MODELS / name / "card.json").read_text())
+    decision = card["decision"]
+    assert decision["temperature"] > 1  # the networks were over-confident on held-out patients
+    chosen = decision["chosen_by"]
+    assert "inside DS1" in chosen["protocol"]
+    assert chosen["held_out"]["review_share"] == pytest.approx(0.05, abs=0.002)
+    # the labels' confidence is within 3 points of how often they are right on held-out patients
+    # (the ODE-Net's thresholds give some beats a label below their top probability: 0.022 -> 0.024)
+    assert chosen["held_out"]["ece_calibrated"] < 0.03
+    if name.endswith("-ds1"):  # the figures on DS2 are scored through the decision the service applies
+        on_ds2 = card["metrics"]["inter_DS2"]["decision"]
+        assert 0.03 < on_ds2["review_share"] < 0.08
+        calls = {k: on_ds2[k]["ectopic_calls_per_100_normal"] for k in ("not_reviewed", "decided")}
+        assert calls["not_reviewed"] < calls["decided"]
