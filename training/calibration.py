@@ -7,12 +7,12 @@ records, never a test split:
 2. the ectopic thresholds: S, V and F are each called only at or above a calibrated probability
    (and, where asked, S only where the rhythm's irregularity is at most a threshold: the rhythm
    gate of service.models.decision, measured and not shipped), searched together on a grid. A
-   setting is admissible when the held-out normal beats called ectopic stay within ECTOPIC_BUDGET per 100 (pooled over the patients the networks never saw;
-   `in_every_fold` asks it of every fold instead, which inside DS1 is dominated by the atrial
-   fibrillation of records 201 and 203 and leaves S nearly uncalled); among those the one with the
-   best selection score (mean F1 of S and V) wins, then the best F1 of F, then the lower
-   thresholds. Where no setting keeps the budget, the one with the fewest calls is taken, and the
-   result says so;
+   setting is admissible when the held-out normal beats called ectopic stay within ECTOPIC_BUDGET
+   per 100 (pooled over the patients the networks never saw; `in_every_fold` asks it of every
+   fold instead, which inside DS1 is dominated by the atrial fibrillation of records 201 and 203
+   and leaves S nearly uncalled); among those the one with the best selection score (mean F1 of
+   S and V) wins, then the best F1 of F, then the lower thresholds. Where no setting keeps the
+   budget, the one with the fewest calls is taken, and the result says so;
 3. the review threshold: the calibrated confidence below which 5 % of the held-out beats fall, so
    about 95 % are labelled automatically.
 

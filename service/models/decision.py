@@ -109,7 +109,7 @@ class Decision:
         """The decision on the beats whose network inputs are `inputs`, or whose irregularity is
         given (the rhythm gate reads it)."""
         calibrated = self.calibrated(probabilities)
-        if irregularity is None and inputs is not None:
+        if self.s_max_irregularity is not None and irregularity is None and inputs is not None:
             irregularity = irregularity_of(inputs)
         labels = self.labels(calibrated, irregularity)
         confidence = calibrated[np.arange(len(labels)), labels] if len(labels) else np.zeros(0)
