@@ -64,10 +64,12 @@ def main() -> int:
         parser.error(f"{args.run} is not a one-lead ecg-crossval --model tree result")
     train = load_records(args.data, DS1, input="context")
     test = load_records(args.data, DS2, input="context")
-    tree = tree_floor(train, run["seed"])
+    waves = run["recipe"]["waves"]
+    tree = tree_floor(train, run["seed"], waves=waves)
     on_ds2 = figures(classification_metrics(test.labels, tree.predict(test.beats)))
     floor = {"model": f"scikit-learn HistGradientBoostingClassifier, {TREE_ITERATIONS} iterations, untuned, "
-                      "sqrt class weights, on the same one-lead context inputs (training.crossval.tree_floor)",
+                      f"sqrt class weights, on the same one-lead context inputs read as {waves} "
+                      "(training.crossval.tree_floor)",
              "cv_score": run["clean"]["score"], "cv_run": args.run.stem, "inter_DS2": on_ds2}
     print(f"tree: CV score {floor['cv_score']:.4f}; DS2 " + "  ".join(
         f"{c} {100 * on_ds2[c]['se']:.1f}/{100 * on_ds2[c]['ppv']:.1f} (F1 {on_ds2[c]['f1']:.2f})" for c in "NSV")

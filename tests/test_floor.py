@@ -49,3 +49,20 @@ def test_the_trees_ds2_figures_reproduce(mitdb_dir):
     tree = tree_floor(load_records(mitdb_dir, DS1, input="context"), seed=0)
     test = load_records(mitdb_dir, DS2, input="context")
     assert script.figures(classification_metrics(test.labels, tree.predict(test.beats))) == recorded
+
+
+def test_the_tree_reads_each_leads_waves_as_the_networks_do():
+    """A network subtracts the template inside; the tree is handed the difference, for both leads."""
+    from service.signal.context import CONTEXT_INPUT, TWO_LEAD_INPUT, WINDOW_LENGTH as W
+    from training.crossval import tree_waves
+
+    inputs = np.random.default_rng(0).normal(size=(4, TWO_LEAD_INPUT)).astype(np.float32)
+    read = tree_waves(inputs)
+    assert read.shape == inputs.shape
+    for start in (0, CONTEXT_INPUT):
+        window, template = inputs[:, start:start + W], inputs[:, start + W:start + 2 * W]
+        assert np.array_equal(read[:, start:start + W], window)
+        assert np.allclose(read[:, start + W:start + 2 * W], window - template)
+    assert np.array_equal(read[:, 2 * W:CONTEXT_INPUT], inputs[:, 2 * W:CONTEXT_INPUT])  # the RR features
+    assert np.array_equal(read[:, -1], inputs[:, -1])  # has_second_lead
+    assert np.array_equal(tree_waves(inputs[:, :CONTEXT_INPUT], "window+template"), inputs[:, :CONTEXT_INPUT])

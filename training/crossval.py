@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from service.signal.context import RR_FEATURES, WINDOW_LENGTH, irregularity_of, without_second_lead
+from service.signal.context import (CONTEXT_INPUT, RR_FEATURES, TWO_LEAD_INPUT, WINDOW_LENGTH, irregularity_of,
+                                    without_second_lead)
 from service.models.networks import BeatClassifier, SolverConfig
 from service.models.decision import Decision
 from training.calibration import ECTOPIC_BUDGET, choose_decision, held_out_figures
@@ -144,12 +145,32 @@ def cross_validate(data: BeatSet, probe: np.ndarray | None, body: str, recipe: R
 TREE_ITERATIONS = 300
 
 
-def tree_floor(train: BeatSet, seed: int, lead_dropout: float = 0.0):
+def tree_waves(inputs: np.ndarray, waves: str = "window+difference") -> np.ndarray:
+    """Context inputs with each lead's window and template replaced by the `waves` the recipe's
+    networks read (service.models.networks: "window+difference" for the shipped recipes). A
+    network subtracts the template itself; a tree cannot, so it is given what the networks compute."""
+    inputs = np.asarray(inputs, dtype=np.float32)
+    leads = [(0, 2 * WINDOW_LENGTH)] + ([(CONTEXT_INPUT, CONTEXT_INPUT + 2 * WINDOW_LENGTH)]
+                                        if inputs.shape[1] == TWO_LEAD_INPUT else [])
+    parts, taken = [], 0
+    for start, end in leads:
+        window, template = inputs[:, start:start + WINDOW_LENGTH], inputs[:, start + WINDOW_LENGTH:end]
+        named = {"window": window, "template": template, "difference": window - template}
+        parts += [inputs[:, taken:start]] + [named[w] for w in waves.split("+")]
+        taken = end
+    return np.concatenate(parts + [inputs[:, taken:]], axis=1)
+
+
+def tree_floor(train: BeatSet, seed: int, lead_dropout: float = 0.0, waves: str = "window+difference"):
     """The floor every deep candidate must beat: scikit-learn's HistGradientBoostingClassifier
-    (300 iterations, untuned) on the very inputs the networks read, classes weighted by the inverse
-    square root of their counts (the "sqrt" class weighting of the recipes). Two-lead inputs with
-    `lead_dropout`: that fraction of the training beats (drawn once) has its second lead removed."""
+    (300 iterations, untuned) on the very inputs the networks read, each lead's waves as the
+    recipe's networks read them (tree_waves), classes weighted by the inverse square root of their
+    counts (the "sqrt" class weighting of the recipes). A pipeline: `predict` takes context inputs.
+    Two-lead inputs with `lead_dropout`: that fraction of the training beats (drawn once) has its
+    second lead removed."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
 
     if lead_dropout > 0:
         dropped = np.random.default_rng(seed).random(len(train)) < lead_dropout
@@ -159,12 +180,14 @@ def tree_floor(train: BeatSet, seed: int, lead_dropout: float = 0.0):
     counts = np.bincount(train.labels, minlength=5).astype(np.float64)
     weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
     weights /= weights[train.labels].mean()
-    model = HistGradientBoostingClassifier(max_iter=TREE_ITERATIONS, early_stopping=False, random_state=seed)
-    return model.fit(train.beats, train.labels, sample_weight=weights[train.labels])
+    model = make_pipeline(FunctionTransformer(tree_waves, kw_args={"waves": waves}),
+                          HistGradientBoostingClassifier(max_iter=TREE_ITERATIONS, early_stopping=False,
+                                                         random_state=seed))
+    return model.fit(train.beats, train.labels, histgradientboostingclassifier__sample_weight=weights[train.labels])
 
 
 def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, seed: int = 0, log=print,
-                        leads: int = 1, lead_dropout: float = 0.0) -> dict:
+                        leads: int = 1, lead_dropout: float = 0.0, waves: str = "window+difference") -> dict:
     """cross_validate for the tree floor: the same folds, the same pooled held-out scoring (and,
     with two leads, the same second scoring without the second lead)."""
     two_leads = leads == 2
@@ -175,7 +198,7 @@ def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, see
     per_fold = []
     for i, (train_index, test_index) in enumerate(folds(data, k)):
         started = time.perf_counter()
-        model = tree_floor(data.subset(train_index), seed, lead_dropout if two_leads else 0.0)
+        model = tree_floor(data.subset(train_index), seed, lead_dropout if two_leads else 0.0, waves)
         clean[test_index] = model.predict(data.beats[test_index])
         if probe is not None:
             augmented[test_index] = model.predict(probe[test_index])
@@ -372,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                                          args.look_ahead, args.beat_loss)
     elif args.model == "tree":
         result = cross_validate_tree(data, probe, args.folds, args.seed, leads=recipe.leads,
-                                     lead_dropout=recipe.lead_dropout)
+                                     lead_dropout=recipe.lead_dropout, waves=recipe.waves)
     else:
         result = cross_validate(data, probe, args.model, recipe, args.folds, args.seed)
     result = {"model": args.model, "preset": args.preset, "overrides": args.set, "recipe": dataclasses.asdict(recipe),
