@@ -95,8 +95,10 @@ for job in "context-odenet-ds1 odenet" "context-odenet odenet" "context-resnet-d
   fi
 done
 # The floor each context card must beat: the gradient-boosted tree on the same inputs, from its
-# cross-validation run (ecg-crossval --model tree --out build/floor/tree.json), recorded in the cards.
+# cross-validation run (ecg-crossval --model tree --out build/floor/tree.json) with the logit bias
+# chosen on it, as the networks' was on theirs, recorded in the cards.
 if [[ -f build/floor/tree.json ]]; then
+  ecg-crossval --model tree --choose-bias build/floor/tree.json --out build/floor/rule-tree.json
   python scripts/tree-floor.py build/floor/tree.json models/context-odenet-ds1 models/context-resnet-ds1 \
-    models/context-odenet models/context-resnet --data "$data" --write-card
+    models/context-odenet models/context-resnet --rule build/floor/rule-tree.json --data "$data" --write-card
 fi

@@ -8,9 +8,12 @@ recipe only.
 
 The tree's cross-validation run is an `ecg-crossval --model tree --out RUN.json` result (same folds,
 same score); the network's score there is the mean over its recipe's runs listed in the card's
-`selection.decision_rule` (the runs the shipped recipe was chosen on). DS2 is only reported here:
-nothing is chosen on it.
-Usage: python scripts/tree-floor.py RUN.json models/context-odenet-ds1 [...] [--write-card] [--data DIR]
+`selection.decision_rule` (the runs the shipped recipe was chosen on), with the logit bias chosen on
+them. `--rule` gives the tree the same treatment: its own `ecg-crossval --choose-bias RUN.json`
+result, applied to its CV score (the score with the bias) and to its DS2 labels. DS2 is only reported
+here: nothing is chosen on it.
+Usage: python scripts/tree-floor.py RUN.json models/context-odenet-ds1 [...] [--rule RULE.json]
+       [--write-card] [--data DIR]
 """
 
 import argparse
@@ -22,7 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 
-from training.crossval import TREE_ITERATIONS, tree_floor  # noqa: E402
+from training.crossval import TREE_ITERATIONS, shifted_predictions, tree_floor, tree_probabilities  # noqa: E402
 from training.data import DS1, DS2, load_records  # noqa: E402
 from training.evaluate import DEFAULT_DATA, classification_metrics  # noqa: E402
 from training.export import CARD, rewrite_card  # noqa: E402
@@ -56,21 +59,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="ecg-crossval --model tree --out result")
     parser.add_argument("cards", type=Path, nargs="+", help="context artefacts, e.g. models/context-odenet-ds1")
+    parser.add_argument("--rule", type=Path, default=None, metavar="RULE.json",
+                        help="the tree's logit bias: ecg-crossval --choose-bias RUN.json --out RULE.json")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--write-card", action="store_true", help="record the floor in each card")
     args = parser.parse_args()
     run = json.loads(args.run.read_text())
     if run.get("model") != "tree" or run["recipe"]["leads"] != 1:
         parser.error(f"{args.run} is not a one-lead ecg-crossval --model tree result")
+    rule = json.loads(args.rule.read_text())["decision_rule"] if args.rule else None
+    if rule and rule["runs"] != [args.run.stem]:
+        parser.error(f"{args.rule} was chosen on {rule['runs']}, not on {args.run.stem}")
     train = load_records(args.data, DS1, input="context")
     test = load_records(args.data, DS2, input="context")
     waves = run["recipe"]["waves"]
     tree = tree_floor(train, run["seed"], waves=waves)
-    on_ds2 = figures(classification_metrics(test.labels, tree.predict(test.beats)))
+    bias = rule["logit_bias"] if rule else ""
+    on_ds2 = figures(classification_metrics(test.labels, shifted_predictions(tree_probabilities(tree, test.beats),
+                                                                             bias)))
     floor = {"model": f"scikit-learn HistGradientBoostingClassifier, {TREE_ITERATIONS} iterations, untuned, "
                       f"sqrt class weights, on the same one-lead context inputs read as {waves} "
-                      "(training.crossval.tree_floor)",
-             "cv_score": run["clean"]["score"], "cv_run": args.run.stem, "inter_DS2": on_ds2}
+                      "(training.crossval.tree_floor)" + (f", logit bias {bias} chosen in CV" if bias else ""),
+             "cv_score": rule["score_with_bias"] if rule else run["clean"]["score"], "cv_run": args.run.stem,
+             **({"logit_bias": bias, "cv_score_as_trained": run["clean"]["score"]} if rule else {}),
+             "inter_DS2": on_ds2}
     print(f"tree: CV score {floor['cv_score']:.4f}; DS2 " + "  ".join(
         f"{c} {100 * on_ds2[c]['se']:.1f}/{100 * on_ds2[c]['ppv']:.1f} (F1 {on_ds2[c]['f1']:.2f})" for c in "NSV")
           + f"; ectopic calls per 100 N {on_ds2['ectopic_calls_per_100_normal']:.2f}")

@@ -41,14 +41,24 @@ def test_the_trees_ds2_figures_reproduce(mitdb_dir):
     spec = importlib.util.spec_from_file_location("tree_floor", ROOT / "scripts" / "tree-floor.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    from training.crossval import tree_floor
+    from training.crossval import shifted_predictions, tree_floor, tree_probabilities
     from training.data import DS1, DS2, load_records
     from training.evaluate import classification_metrics
 
-    recorded = card("context-odenet-ds1")["floor"]["inter_DS2"]
+    floor = card("context-odenet-ds1")["floor"]
     tree = tree_floor(load_records(mitdb_dir, DS1, input="context"), seed=0)
     test = load_records(mitdb_dir, DS2, input="context")
-    assert script.figures(classification_metrics(test.labels, tree.predict(test.beats))) == recorded
+    labels = shifted_predictions(tree_probabilities(tree, test.beats), floor.get("logit_bias", ""))
+    assert script.figures(classification_metrics(test.labels, labels)) == floor["inter_DS2"]
+
+
+def test_a_logit_bias_moves_the_call_as_the_networks_head_bias_does():
+    from training.crossval import shifted_predictions
+
+    p = np.array([[0.6, 0.3, 0.05, 0.04, 0.01]])
+    assert shifted_predictions(p).tolist() == [0]
+    assert shifted_predictions(p, "S:1").tolist() == [1]  # log 0.3 + 1 > log 0.6
+    assert shifted_predictions(p, "S:0.5,V:3").tolist() == [2]
 
 
 def test_the_tree_reads_each_leads_waves_as_the_networks_do():

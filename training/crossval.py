@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
+from service.signal.beats import CLASSES
 from service.signal.context import (CONTEXT_INPUT, RR_FEATURES, TWO_LEAD_INPUT, WINDOW_LENGTH, irregularity_of,
                                     without_second_lead)
 from service.models.networks import BeatClassifier, SolverConfig
@@ -186,11 +187,31 @@ def tree_floor(train: BeatSet, seed: int, lead_dropout: float = 0.0, waves: str 
     return model.fit(train.beats, train.labels, histgradientboostingclassifier__sample_weight=weights[train.labels])
 
 
+def tree_probabilities(model, beats: np.ndarray) -> np.ndarray:
+    """(n, 5) class probabilities of a tree_floor model; a class its training beats lacked (F, Q in
+    some folds) gets probability 0."""
+    probabilities = np.zeros((len(beats), 5), dtype=np.float32)
+    probabilities[:, model.classes_] = model.predict_proba(beats)
+    return probabilities
+
+
+def shifted_predictions(probabilities: np.ndarray, logit_bias: str = "") -> np.ndarray:
+    """Classes after adding a decision rule's logit_bias ("S:2,V:2,F:-4", --choose-bias) to the
+    log-probabilities: the rule a network carries in its head's bias, applied to any model's output."""
+    shift = np.zeros(5)
+    for item in filter(None, logit_bias.split(",")):
+        name, value = item.split(":")
+        shift[CLASSES.index(name.strip())] += float(value)
+    return (np.log(np.clip(probabilities, 1e-12, 1)) + shift).argmax(axis=1)
+
+
 def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, seed: int = 0, log=print,
                         leads: int = 1, lead_dropout: float = 0.0, waves: str = "window+difference") -> dict:
-    """cross_validate for the tree floor: the same folds, the same pooled held-out scoring (and,
-    with two leads, the same second scoring without the second lead)."""
+    """cross_validate for the tree floor: the same folds, the same pooled held-out scoring and
+    held-out probabilities (so --choose-bias and --calibrate treat the tree as they treat a network),
+    and, with two leads, the same second scoring without the second lead)."""
     two_leads = leads == 2
+    probabilities = np.zeros((len(data), 5), dtype=np.float32)
     clean = np.full(len(data), -1)
     augmented = np.full(len(data), -1)
     one_lead = np.full(len(data), -1)
@@ -199,7 +220,8 @@ def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, see
     for i, (train_index, test_index) in enumerate(folds(data, k)):
         started = time.perf_counter()
         model = tree_floor(data.subset(train_index), seed, lead_dropout if two_leads else 0.0, waves)
-        clean[test_index] = model.predict(data.beats[test_index])
+        probabilities[test_index] = tree_probabilities(model, data.beats[test_index])
+        clean[test_index] = probabilities[test_index].argmax(axis=1)
         if probe is not None:
             augmented[test_index] = model.predict(probe[test_index])
         records = sorted(set(data.records[test_index]))
@@ -213,10 +235,7 @@ def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, see
         log(f"fold {i + 1}/{k} ({', '.join(records)}): score {per_fold[-1]['score']:.3f}"
             + (f" (one lead {per_fold[-1]['one_lead']['score']:.3f})" if two_leads else "")
             + f" in {time.perf_counter() - started:.0f} s")
-    result = {"folds": per_fold, "clean": summary(classification_metrics(data.labels, clean)),
-              "clean_confusion": classification_metrics(data.labels, clean)["confusion_matrix"]}
-    if probe is not None:
-        result["augmented"] = summary(classification_metrics(data.labels, augmented))
+    result = pooled_result(data, per_fold, clean, augmented, probabilities, probe is not None)
     if two_leads:
         result["clean_one_lead"] = summary(classification_metrics(data.labels, one_lead))
         result["clean_one_lead_confusion"] = classification_metrics(data.labels, one_lead)["confusion_matrix"]
