@@ -76,3 +76,14 @@ def test_the_tree_reads_each_leads_waves_as_the_networks_do():
     assert np.array_equal(read[:, 2 * W:CONTEXT_INPUT], inputs[:, 2 * W:CONTEXT_INPUT])  # the RR features
     assert np.array_equal(read[:, -1], inputs[:, -1])  # has_second_lead
     assert np.array_equal(tree_waves(inputs[:, :CONTEXT_INPUT], "window+template"), inputs[:, :CONTEXT_INPUT])
+
+
+def test_a_recipes_logit_bias_lands_in_the_networks_head():
+    from service.models.networks import BeatClassifier
+    from training.train import PRESETS, apply_logit_bias, architecture, override
+
+    recipe = override(PRESETS["context"], ["logit_bias=S:-0.5,V:-0.5,F:1"])
+    model = BeatClassifier(architecture("odenet", recipe))
+    before = model.head[-1].bias.detach().clone()
+    apply_logit_bias(model, recipe)
+    assert (model.head[-1].bias - before).tolist() == [0.0, -0.5, -0.5, 1.0, 0.0]

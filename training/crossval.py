@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from service.signal.beats import CLASSES
 from service.signal.context import (CONTEXT_INPUT, RR_FEATURES, TWO_LEAD_INPUT, WINDOW_LENGTH, irregularity_of,
                                     without_second_lead)
 from service.models.networks import BeatClassifier, SolverConfig
@@ -41,7 +40,7 @@ from training.data import BeatSet, load_split
 from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
 from training.sequence import LOOK_AHEAD, STAGES, cross_validate_sequence
 from training.train import (DEFAULT_NOISE_DATA, PRESETS, Recipe, apply_logit_bias, architecture, augmentation_of, fit,
-                            override)
+                            logit_shift, override)
 
 
 def selection_score(metrics: dict) -> float:
@@ -198,11 +197,7 @@ def tree_probabilities(model, beats: np.ndarray) -> np.ndarray:
 def shifted_predictions(probabilities: np.ndarray, logit_bias: str = "") -> np.ndarray:
     """Classes after adding a decision rule's logit_bias ("S:2,V:2,F:-4", --choose-bias) to the
     log-probabilities: the rule a network carries in its head's bias, applied to any model's output."""
-    shift = np.zeros(5)
-    for item in filter(None, logit_bias.split(",")):
-        name, value = item.split(":")
-        shift[CLASSES.index(name.strip())] += float(value)
-    return (np.log(np.clip(probabilities, 1e-12, 1)) + shift).argmax(axis=1)
+    return (np.log(np.clip(probabilities, 1e-12, 1)) + logit_shift(logit_bias)).argmax(axis=1)
 
 
 def cross_validate_tree(data: BeatSet, probe: np.ndarray | None, k: int = 5, seed: int = 0, log=print,

@@ -206,12 +206,10 @@ def fit_sequence(model: SequenceClassifier, train: BeatSet, recipe, seed: int, l
 
 def apply_sequence_logit_bias(model: SequenceClassifier, setting: str) -> None:
     """The recipe's logit_bias ("S:-0.5,V:0") on the sequence head, as training.train does on a beat head."""
-    if not setting:
-        return
+    from training.train import logit_shift
+
     with torch.no_grad():
-        for item in setting.split(","):
-            name, value = item.split(":")
-            model.head.bias[CLASSES.index(name.strip())] += float(value)
+        model.head.bias += torch.from_numpy(logit_shift(setting))
 
 
 @torch.no_grad()

@@ -131,16 +131,20 @@ def make_loss(train: BeatSet, recipe: Recipe):
     return weighted
 
 
+def logit_shift(setting: str) -> np.ndarray:
+    """A logit_bias setting ("S:-0.5,V:0", as --choose-bias prints it) as one shift per class."""
+    shift = np.zeros(len(CLASSES), dtype=np.float32)
+    for item in filter(None, setting.split(",")):
+        name, value = item.split(":")
+        shift[CLASSES.index(name.strip())] += float(value)
+    return shift
+
+
 def apply_logit_bias(model: BeatClassifier, recipe: Recipe) -> None:
     """Shift class logits by the recipe's logit_bias: a decision rule chosen by cross-validation,
     stored in the network itself so every backend applies it."""
-    if not recipe.logit_bias:
-        return
-    head = model.head[-1]
     with torch.no_grad():
-        for item in recipe.logit_bias.split(","):
-            name, value = item.split(":")
-            head.bias[CLASSES.index(name.strip())] += float(value)
+        model.head[-1].bias += torch.from_numpy(logit_shift(recipe.logit_bias))
 
 
 def seed_everything(seed: int) -> torch.Generator:
