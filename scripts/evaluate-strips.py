@@ -23,6 +23,7 @@ from wfdb import processing
 
 from service.signal.beats import AAMI_GROUPS, CLASSES
 from service.models.registry import ModelRegistry
+from service.runtime.inference import Result
 from service.signal.strips import detect_r_peaks, strip_beats
 from training.data import DS1, DS2, LEAD
 from training.evaluate import ectopic_calls_per_100_normal
@@ -86,18 +87,20 @@ def detection(folder: Path, records) -> None:
         print(f"{name:13} {tp:6d} {fn:7d} {fp:7d} {100 * tp / (tp + fn):6.2f} {100 * tp / (tp + fp):7.2f}")
 
 
-def decide(loaded, beats: np.ndarray):
-    """The model's answer for each beat through its card's decision, as the service gives it
-    (service.models.decision.Decided: labels, confidence, review flags)."""
+def decide(loaded, found, fs: float):
+    """The model's answer for each beat of a strip-path answer (`found`, at `fs` Hz) through its card's
+    decision, as the service gives it (service.runtime.inference.Result: labels, confidence,
+    review flags)."""
+    beats = found.beats
     probabilities = (np.concatenate([loaded.predictor.predict(beats[i:i + 1024]).probabilities
                                      for i in range(0, len(beats), 1024)])
                      if len(beats) else np.zeros((0, len(CLASSES))))
-    return loaded.decision(probabilities, beats)
+    return Result.decided(loaded, beats, probabilities, None, 0.0, found.peaks / fs)
 
 
-def predict_labels(loaded, beats: np.ndarray) -> np.ndarray:
-    """The model's label index for each beat (none for none), as the service labels them."""
-    return decide(loaded, beats).labels
+def predict_labels(loaded, found, fs: float) -> np.ndarray:
+    """The model's label index for each beat of `found` (none for none), as the service labels them."""
+    return decide(loaded, found, fs).labels
 
 
 def strip_confusion(found, predicted: np.ndarray, reference: np.ndarray, labels: np.ndarray, flutter, fs: float,
@@ -126,7 +129,7 @@ def record_confusion(folder: Path, record: str, loaded, gate: bool = True) -> np
     """strip_confusion of one whole record through the strip path."""
     signal, fs, reference, labels, flutter = read(folder, record)
     found = strip_beats(signal, fs, loaded.input_kind, gate=gate)
-    return strip_confusion(found, predict_labels(loaded, found.beats), reference, labels, flutter, fs)
+    return strip_confusion(found, predict_labels(loaded, found, fs), reference, labels, flutter, fs)
 
 
 def detection_se_ppv(confusion: np.ndarray) -> tuple[float, float]:
@@ -168,7 +171,7 @@ def end_to_end(folder: Path, models: Path, names: list[str], gates=(True,)) -> N
                 found = strip_beats(signal, fs, kind, gate=gate)
                 for model in (m for m in loaded if m.input_kind == kind):
                     per_record.setdefault((model.name, gate), {})[record] = strip_confusion(
-                        found, predict_labels(model, found.beats), reference, labels, flutter, fs)
+                        found, predict_labels(model, found, fs), reference, labels, flutter, fs)
     for (name, gate), confusions in per_record.items():
         title = f"{name} on DS2 through the strip path, quality gate {'on' if gate else 'off'}"
         print_confusion(title, sum(confusions.values()))

@@ -84,8 +84,9 @@ if (( failed )); then
   echo "error: not every model was trained; see the errors above and models/logs/" >&2
   exit 1
 fi
-# Each context card's decision (calibration, fusion threshold, review flag) is chosen on the pooled
-# held-out beats of its recipe's cross-validation run (ecg-crossval --calibrate, into build/decisions);
+# Each context card's decision (calibration, S, V and F thresholds, S as N where the RR intervals meet
+# the criteria of atrial fibrillation, review flag) is chosen on the pooled held-out beats of its
+# recipe's cross-validation run (ecg-crossval --calibrate --af-criteria, into build/decisions);
 # where those are here, it is recorded in the card and the card's figures are scored through it.
 for job in "context-odenet-ds1 odenet" "context-odenet odenet" "context-resnet-ds1 resnet" "context-resnet resnet"; do
   set -- $job

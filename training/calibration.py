@@ -6,7 +6,9 @@ records, never a test split:
 1. the temperature T minimising the held-out negative log-likelihood (Guo et al. 2017);
 2. the ectopic thresholds: S, V and F are each called only at or above a calibrated probability
    (and, where asked, S only where the rhythm's irregularity is at most a threshold: the rhythm
-   gate of service.models.decision, measured and not shipped), searched together on a grid. A
+   gate of service.models.decision, measured and not shipped; and, with each beat's flag from
+   service.signal.rhythm, whether S goes to N where the RR intervals meet the criteria of atrial
+   fibrillation), searched together on a grid. A
    setting is admissible when the held-out normal beats called ectopic stay within ECTOPIC_BUDGET
    per 100 (pooled over the patients the networks never saw; `in_every_fold` asks it of every
    fold instead, which inside DS1 is dominated by the atrial fibrillation of records 201 and 203
@@ -82,27 +84,31 @@ def ectopic_calls_per_fold(labels: np.ndarray, predicted: np.ndarray, groups: np
 
 def choose_thresholds(calibrated: np.ndarray, labels: np.ndarray, groups: np.ndarray, temperature: float,
                       budget: float = ECTOPIC_BUDGET, in_every_fold: bool = False,
-                      irregularity: np.ndarray | None = None) -> tuple[dict, dict]:
-    """The S, V and F minimum probabilities and the S rhythm gate (THRESHOLDS and, with each beat's
-    irregularity, IRREGULARITY_THRESHOLDS, searched together) by the rule in the module docstring,
+                      irregularity: np.ndarray | None = None,
+                      af_criteria: np.ndarray | None = None) -> tuple[dict, dict]:
+    """The S, V and F minimum probabilities and the S rhythm gates (THRESHOLDS and, with each beat's
+    irregularity, IRREGULARITY_THRESHOLDS, and with each beat's AF criteria flag, S as N there or
+    not, searched together) by the rule in the module docstring,
     and what the search found: how many settings kept the budget, and the pooled figures and
     worst-fold calls of the chosen setting and of the best one regardless of the budget (what the
     budget costs)."""
     calls = "worst_fold_ectopic_calls" if in_every_fold else "ectopic_calls_per_100_normal"
     gates = IRREGULARITY_THRESHOLDS if irregularity is not None else (None,)
+    af_gates = (False, True) if af_criteria is not None else (False,)
+    merged = {af: Decision(temperature, s_as_n_in_af=af).in_af(calibrated, af_criteria) for af in af_gates}
     rows = []
-    for s, v, f, gate in itertools.product(THRESHOLDS, THRESHOLDS, THRESHOLDS, gates):
-        decision = Decision(temperature, {"S": s, "V": v, "F": f}, s_max_irregularity=gate)
-        predicted = decision.labels(calibrated, irregularity)
+    for s, v, f, gate, af in itertools.product(THRESHOLDS, THRESHOLDS, THRESHOLDS, gates, af_gates):
+        decision = Decision(temperature, {"S": s, "V": v, "F": f}, s_max_irregularity=gate, s_as_n_in_af=af)
+        predicted = decision.labels(merged[af], irregularity)
         figures = class_figures(labels, predicted)
         worst = float(ectopic_calls_per_fold(labels, predicted, groups).max())
-        rows.append({"min_probability": {"S": s, "V": v, "F": f}, "s_max_irregularity": gate,
+        rows.append({"min_probability": {"S": s, "V": v, "F": f}, "s_max_irregularity": gate, "s_as_n_in_af": af,
                      "worst_fold_ectopic_calls": round(worst, 3),
                      "score": round((figures["S"]["f1"] + figures["V"]["f1"]) / 2, 4), **figures})
 
     def lower(row: dict) -> float:  # ties: the setting that holds back fewer beats
-        return -sum(t or 0.0 for t in row["min_probability"].values()) - (1 / row["s_max_irregularity"]
-                                                                           if row["s_max_irregularity"] else 0.0)
+        return (-sum(t or 0.0 for t in row["min_probability"].values()) - row["s_as_n_in_af"]
+                - (1 / row["s_max_irregularity"] if row["s_max_irregularity"] else 0.0))
 
     def ranked(row: dict) -> tuple:
         return row["score"], row["F"]["f1"], lower(row)
@@ -115,26 +121,30 @@ def choose_thresholds(calibrated: np.ndarray, labels: np.ndarray, groups: np.nda
     search = {"settings_tried": len(rows), "settings_within_budget": len(admissible), "chosen": best,
               "best_regardless_of_budget": max(rows, key=ranked)}
     return {"min_probability": {c: t for c, t in best["min_probability"].items() if t is not None},
-            "s_max_irregularity": best["s_max_irregularity"], "budget_kept": bool(admissible)}, search
+            "s_max_irregularity": best["s_max_irregularity"], "s_as_n_in_af": best["s_as_n_in_af"],
+            "budget_kept": bool(admissible)}, search
 
 
 def choose_decision(probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None,
                     coverage: float = COVERAGE, budget: float = ECTOPIC_BUDGET, in_every_fold: bool = False,
-                    irregularity: np.ndarray | None = None) -> dict:
-    """The decision (temperature, ectopic thresholds, rhythm gate, review threshold), the budget it
+                    irregularity: np.ndarray | None = None, af_criteria: np.ndarray | None = None) -> dict:
+    """The decision (temperature, ectopic thresholds, rhythm gates, review threshold), the budget it
     was chosen under and what the threshold search found. `groups` gives each beat's held-out fold
     (None: all beats one group), for the worst-fold figures and the `in_every_fold` rule;
-    `irregularity` each beat's RR irregularity (None: no rhythm gate is tried)."""
+    `irregularity` each beat's RR irregularity (None: no rhythm gate is tried), `af_criteria` each
+    beat's AF criteria flag (None: S is never given to N)."""
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
     groups = np.zeros(labels.size, dtype=np.int64) if groups is None else np.asarray(groups)
     temperature = fit_temperature(probabilities, labels)
     calibrated = Decision(temperature).calibrated(probabilities)
-    chosen, search = choose_thresholds(calibrated, labels, groups, temperature, budget, in_every_fold, irregularity)
-    rule = Decision(temperature, chosen["min_probability"], s_max_irregularity=chosen["s_max_irregularity"])
-    confidence = rule(probabilities, irregularity=irregularity).confidence
+    chosen, search = choose_thresholds(calibrated, labels, groups, temperature, budget, in_every_fold, irregularity,
+                                       af_criteria)
+    rule = Decision(temperature, chosen["min_probability"], s_max_irregularity=chosen["s_max_irregularity"],
+                    s_as_n_in_af=chosen["s_as_n_in_af"])
+    confidence = rule(probabilities, irregularity=irregularity, af_criteria=af_criteria).confidence
     review_below = float(np.quantile(confidence, 1.0 - coverage))
     decision = Decision(round(temperature, 4), chosen["min_probability"], round(review_below, 4),
-                        chosen["s_max_irregularity"])
+                        chosen["s_max_irregularity"], chosen["s_as_n_in_af"])
     return {"decision": decision.as_dict(),
             "ectopic_budget": {"calls_per_100_normal": budget, "in_every_fold": in_every_fold,
                                "kept": chosen["budget_kept"], "folds": int(np.unique(groups).size)},
@@ -142,13 +152,13 @@ def choose_decision(probabilities: np.ndarray, labels: np.ndarray, groups: np.nd
 
 
 def held_out_figures(probabilities: np.ndarray, labels: np.ndarray, decision: Decision,
-                     irregularity: np.ndarray | None = None) -> dict:
-    """What `decision` does to beats with known labels (and, for its rhythm gate, each beat's
-    irregularity): calibration error before and after, labels as decided, the share sent to review
+                     irregularity: np.ndarray | None = None, af_criteria: np.ndarray | None = None) -> dict:
+    """What `decision` does to beats with known labels (and, for its rhythm gates, each beat's
+    irregularity and AF criteria flag): calibration error before and after, labels as decided, the share sent to review
     (all and by true class), and the figures among the rest."""
     probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
     raw_label = probabilities.argmax(axis=1)
-    decided = decision(probabilities, irregularity=irregularity)
+    decided = decision(probabilities, irregularity=irregularity, af_criteria=af_criteria)
     review = decided.review if decided.review is not None else np.zeros(labels.size, dtype=bool)
     kept = ~review
     return {
@@ -157,6 +167,7 @@ def held_out_figures(probabilities: np.ndarray, labels: np.ndarray, decision: De
         "ece_calibrated": round(expected_calibration_error(decided.confidence, decided.labels == labels), 4),
         "as_trained": class_figures(labels, raw_label),
         "decided": class_figures(labels, decided.labels),
+        "af_criteria_beats": None if af_criteria is None else int(np.count_nonzero(af_criteria)),
         "review_share": round(float(review.mean()), 4),
         "review_share_by_class": {c: round(float(review[labels == k].mean()), 4) if np.any(labels == k) else None
                                   for k, c in enumerate(CLASSES)},

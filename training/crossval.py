@@ -36,7 +36,7 @@ from service.signal.context import (CONTEXT_INPUT, RR_FEATURES, TWO_LEAD_INPUT, 
 from service.models.networks import BeatClassifier, SolverConfig
 from service.models.decision import Decision
 from training.calibration import ECTOPIC_BUDGET, choose_decision, held_out_figures
-from training.data import BeatSet, load_split
+from training.data import BeatSet, load_split, record_af_criteria
 from training.evaluate import DEFAULT_DATA, classification_metrics, predict, predict_probabilities
 from training.sequence import LOOK_AHEAD, STAGES, cross_validate_sequence
 from training.train import (DEFAULT_NOISE_DATA, PRESETS, Recipe, apply_logit_bias, architecture, augmentation_of, fit,
@@ -272,9 +272,25 @@ def choose_logit_bias(runs: list[dict]) -> tuple[dict[str, float], float, float]
     return best, baseline, best_score
 
 
+def held_out_af_criteria(records: list[str], folder: Path) -> np.ndarray:
+    """The AF criteria flag of each held-out beat of a run (whole records, in the run's order), from
+    each record's beat times in `folder`."""
+    records = np.asarray(records)
+    flags = np.zeros(records.size, dtype=bool)
+    for record in dict.fromkeys(records.tolist()):
+        index = np.flatnonzero(records == record)
+        _, record_flags = record_af_criteria(folder, record)
+        if record_flags.size != index.size or np.any(np.diff(index) != 1):
+            raise ValueError(f"the run's beats of record {record} are not its {record_flags.size} annotated beats")
+        flags[index] = record_flags
+    return flags
+
+
 def calibrate(run_path: Path, out: Path | None, budget: float = ECTOPIC_BUDGET, in_every_fold: bool = False,
-              rhythm_gate: bool = False) -> int:
-    """`--calibrate`: the decision chosen on a run's pooled held-out probabilities, and what it does there."""
+              rhythm_gate: bool = False, af_folder: Path | None = None) -> int:
+    """`--calibrate`: the decision chosen on a run's pooled held-out probabilities, and what it does
+    there; with `af_folder` (the records' folder) S as N where the RR intervals meet the criteria of
+    atrial fibrillation is tried too."""
     run = json.loads(run_path.read_text())
     labels = np.asarray(run["held_out"]["labels"])
     probabilities = np.asarray(run["held_out"]["probabilities"])
@@ -285,13 +301,17 @@ def calibrate(run_path: Path, out: Path | None, budget: float = ECTOPIC_BUDGET, 
         print(f"{run_path.stem} holds no RR irregularity of its beats (not context beats, or an older run): "
               "no rhythm gate is tried")
     irregularity = None if irregularity is None else np.asarray(irregularity)
+    af = None if af_folder is None else held_out_af_criteria(run["held_out"]["records"], af_folder)
     chosen = choose_decision(probabilities, labels, groups, budget=budget, in_every_fold=in_every_fold,
-                             irregularity=irregularity)
+                             irregularity=irregularity, af_criteria=af)
     decision = Decision.of_dict(chosen["decision"])
-    figures = held_out_figures(probabilities, labels, decision, irregularity)
+    figures = held_out_figures(probabilities, labels, decision, irregularity, af)
     thresholds = ", ".join(f"{c} at p >= {t:g}" for c, t in decision.min_probability.items()) or "none"
     if decision.s_max_irregularity is not None:
         thresholds += f"; S not called where the irregularity is above {decision.s_max_irregularity:g}"
+    if af is not None:
+        thresholds += (f"; S {'given to N' if decision.s_as_n_in_af else 'kept'} where the RR intervals meet "
+                       f"the criteria of atrial fibrillation ({np.count_nonzero(af)} of {af.size} beats)")
     budget, search = chosen["ectopic_budget"], chosen["threshold_search"]
     print(f"{run_path.stem}: temperature {decision.temperature:g}; ectopic thresholds: {thresholds}; "
           f"review below confidence {decision.review_below:g}")
@@ -361,11 +381,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rhythm-gate", action="store_true",
                         help="--calibrate: also try not calling S in an irregular rhythm (measured, not "
                              "shipped: it removes the S beats of patients with frequent atrial ectopy)")
+    parser.add_argument("--af-criteria", action="store_true",
+                        help="--calibrate: also try giving S's probability to N where the RR intervals meet the "
+                             "criteria of atrial fibrillation (service.signal.rhythm; reads the records in --data)")
     args = parser.parse_args(argv)
     if args.ectopic_budget < 0:
         parser.error("--ectopic-budget must be 0 or more")
+    if args.af_criteria and not args.calibrate:
+        parser.error("--af-criteria goes with --calibrate RUN.json")
     if args.calibrate:
-        return calibrate(args.calibrate, args.out, args.ectopic_budget, args.budget_in_every_fold, args.rhythm_gate)
+        if args.af_criteria and not args.data.is_dir():
+            parser.error(f"data folder {args.data} not found; --af-criteria reads the records' beat times there")
+        return calibrate(args.calibrate, args.out, args.ectopic_budget, args.budget_in_every_fold, args.rhythm_gate,
+                         args.data if args.af_criteria else None)
     if args.choose_bias:
         runs = [json.loads(path.read_text()) for path in args.choose_bias]
         shift, before, after = choose_logit_bias(runs)

@@ -16,6 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from service.signal.beats import AAMI_GROUPS, CLASSES, extract_beats
 from service.signal.context import context_beats, network_input, two_lead_input
+from service.signal.rhythm import af_criteria
 from training.augment import Augmentation, augmented_context, augmented_leads
 
 RECORDS = (
@@ -98,18 +99,49 @@ def read_record(folder: str | Path, record: str, leads: int = 1) -> Recording:
         raise ValueError(f"leads must be one of {LEADS}, not {leads!r}")
     path = str(Path(folder) / record)
     signal = wfdb.rdrecord(path)
-    annotation = wfdb.rdann(path, "atr")
     lead = signal.sig_name.index(LEAD) if LEAD in signal.sig_name else 0
-    symbols = np.asarray(annotation.symbol)
-    is_beat = np.isin(symbols, list(AAMI_GROUPS))
-    samples = np.asarray(annotation.sample)[is_beat].astype(np.int64)
-    labels = np.array([CLASSES.index(AAMI_GROUPS[s]) for s in symbols[is_beat]], dtype=np.int64)
+    samples, labels = annotated_beats(path)
     second = second_name = None
     if leads == 2:
         others = [i for i in range(signal.p_signal.shape[1]) if i != lead]
         if others:
             second, second_name = signal.p_signal[:, others[0]], signal.sig_name[others[0]]
     return Recording(record, signal.p_signal[:, lead], float(signal.fs), samples, labels, second, second_name)
+
+
+def annotated_beats(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """The R-peak samples and AAMI class indices of a record's beat annotations (`path` without
+    extension)."""
+    annotation = wfdb.rdann(path, "atr")
+    symbols = np.asarray(annotation.symbol)
+    is_beat = np.isin(symbols, list(AAMI_GROUPS))
+    samples = np.asarray(annotation.sample)[is_beat].astype(np.int64)
+    labels = np.array([CLASSES.index(AAMI_GROUPS[s]) for s in symbols[is_beat]], dtype=np.int64)
+    return samples, labels
+
+
+def record_af_criteria(folder: str | Path, record: str) -> tuple[np.ndarray, np.ndarray]:
+    """A record's annotated beats (R-peak samples) and each one's AF criteria flag
+    (service.signal.rhythm) from the record's beat times, as the strip endpoints compute it from a
+    strip's R-peaks."""
+    path = str(Path(folder) / record)
+    samples, _ = annotated_beats(path)
+    return samples, af_criteria(samples / wfdb.rdheader(path).fs)
+
+
+def af_criteria_of(data: BeatSet, folder: str | Path) -> np.ndarray:
+    """The AF criteria flag of each beat of `data` (any subset of records' beats), each judged on
+    its whole record's beat times."""
+    flags = np.zeros(len(data), dtype=bool)
+    for record in np.unique(data.records):
+        index = np.flatnonzero(data.records == record)
+        samples, record_flags = record_af_criteria(folder, record)
+        position = np.searchsorted(samples, data.samples[index])
+        if np.any(position >= samples.size) or np.any(samples[np.minimum(position, samples.size - 1)]
+                                                       != data.samples[index]):
+            raise ValueError(f"record {record}'s beats are not its annotated beats in {folder}")
+        flags[index] = record_flags[position]
+    return flags
 
 
 def record_beats(folder: str | Path, record: str) -> BeatSet:

@@ -24,7 +24,7 @@ from service.models.decision import Decision
 from service.signal.context import irregularity_of
 from service.models.predictors import ODEPredictor
 from training.calibration import held_out_figures
-from training.data import BeatSet, load_split
+from training.data import BeatSet, af_criteria_of, load_split
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 # The raw database beside a checkout; override with --data or MITDB_DIR.
@@ -105,13 +105,20 @@ def ectopic_calls_per_100_normal(confusion) -> dict:
 
 
 def evaluate(model: BeatClassifier, data: BeatSet, solver: SolverConfig | None = None,
-             decision: Decision | None = None) -> dict:
-    """The card's metrics of `data`, labelled as the service labels them: through the card's
-    `decision` (service.models.decision) where it has one, with what its review flag does."""
+             decision: Decision | None = None, folder: Path | None = None) -> dict:
+    """The card's metrics of `data`, labelled as the service labels its strips: through the card's
+    `decision` (service.models.decision) where it has one, with what its review flag does; a
+    decision that reads the AF criteria reads them from the records' beat times in `folder`."""
     probabilities, nfe = predict_probabilities(model, data.beats, solver)
-    metrics = classification_metrics(data.labels, (decision or Decision())(probabilities, data.beats).labels)
+    af = None
+    if decision is not None and decision.s_as_n_in_af:
+        if folder is None:
+            raise ValueError("this decision reads the AF criteria of the records' beat times: pass their folder")
+        af = af_criteria_of(data, folder)
+    metrics = classification_metrics(data.labels, (decision or Decision())(probabilities, data.beats,
+                                                                           af_criteria=af).labels)
     if decision is not None:
-        metrics["decision"] = held_out_figures(probabilities, data.labels, decision, irregularity_of(data.beats))
+        metrics["decision"] = held_out_figures(probabilities, data.labels, decision, irregularity_of(data.beats), af)
     if nfe is not None:
         metrics["solver"] = (solver or SolverConfig()).as_dict()
         metrics["nfe_per_beat_mean"] = float(np.mean(nfe))
@@ -122,12 +129,13 @@ WITHOUT_232 = "232"  # 75 % of DS2's S beats are this one record's: DS2 figures 
 
 
 def split_metrics(model: BeatClassifier, data: BeatSet, split: str, solver: SolverConfig | None = None,
-                  decision: Decision | None = None) -> dict:
+                  decision: Decision | None = None, folder: Path | None = None) -> dict:
     """The metrics a card records for `split`: under metrics_key(split), and for DS2 also without 232."""
-    metrics = {metrics_key(split): evaluate(model, data, solver, decision)}
+    metrics = {metrics_key(split): evaluate(model, data, solver, decision, folder)}
     if split == "inter":
         keep = data.records != WITHOUT_232
-        metrics["inter_DS2_without_232"] = evaluate(model, data.subset(np.flatnonzero(keep)), solver, decision)
+        metrics["inter_DS2_without_232"] = evaluate(model, data.subset(np.flatnonzero(keep)), solver, decision,
+                                                    folder)
     return metrics
 
 
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         card["decision"] = {**chosen["decision"], "chosen_by": {
             k: chosen[k] for k in ("protocol", "run", "ectopic_budget", "threshold_search", "held_out") if k in chosen}}
     decision = Decision.of_card(card) if "decision" in card else None
-    metrics = split_metrics(model, data, split, solver, decision)
+    metrics = split_metrics(model, data, split, solver, decision, args.data)
     key = metrics_key(split)
     if args.json:
         json.dump(metrics, sys.stdout, indent=2)

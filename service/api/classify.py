@@ -200,7 +200,8 @@ async def predict_strip(request: Request, inference: Inference = Depends(get_inf
     found = await analyse_strip(task, request, inference, ("body", "signal"))
     loaded = inference.resolve(found.model, ("body", "model"))
     solver = inference.solver_for(found.solver, loaded, ("body", "solver"))
-    result = await inference.classify(loaded, found.beats, solver, request.state.deadline)
+    result = await inference.classify(loaded, found.beats, solver, request.state.deadline,
+                                      times_s=found.peaks / found.fs)
     return await strip_answer(strip_response(found, loaded, solver, result, request), format, "strip", found.fs)
 
 
@@ -221,7 +222,8 @@ async def predict_wfdb(request: Request, options: Annotated[UploadOptions, Query
     task = StripTask("wfdb", path=path, header=header_bytes, lead=options.lead, model=loaded.name,
                      model_kinds=inference.model_kinds())
     found = await analyse_strip(task, request, inference, ("body", "signal"))
-    result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",))
+    result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",),
+                                      times_s=found.peaks / found.fs)
     record = os.path.splitext(header.filename or "")[0] or "record"
     return await strip_answer(strip_response(found, loaded, solver, result, request), options.format, record,
                               found.fs)
@@ -237,7 +239,8 @@ async def predict_fhir(request: Request, options: Annotated[UploadOptions, Query
     task = StripTask("fhir", body=body, path=path, lead=options.lead, model=loaded.name,
                      model_kinds=inference.model_kinds())
     found = await analyse_strip(task, request, inference, ("body", "observation"))
-    result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",))
+    result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",),
+                                      times_s=found.peaks / found.fs)
     return await strip_answer(strip_response(found, loaded, solver, result, request), options.format,
                               "observation", found.fs)
 

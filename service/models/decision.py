@@ -19,6 +19,11 @@ its raw top probability says little about how often it is right. A model's card 
   service.signal.context) is above this. In atrial fibrillation every RR interval differs and AAMI
   labels the beats N, never S; a network that reads each beat's prematurity calls many of them S.
   Frequent isolated atrial ectopy raises the irregularity too, which is what the threshold costs;
+- `s_as_n_in_af`: where the strip's RR intervals meet the criteria of atrial fibrillation
+  (service.signal.rhythm: the 128 intervals ending at the beat look random, Dash et al. 2009), S's
+  probability is given to N. AAMI labels the beats of atrial fibrillation N, and most false S calls
+  on unseen patients are such beats. It needs the strip's beat times, so it applies on the strip
+  endpoints (and wherever `af_criteria` is passed), not to single context beats sent to /predict;
 - `review_below`: a beat whose label's calibrated probability (its `confidence`) is below this is
   flagged for review, the threshold at which about 95 % of held-out beats were labelled automatically,
   as Holter technicians work: the machine labels what it is sure of, a person reviews the rest.
@@ -36,7 +41,7 @@ from service.signal.beats import CLASSES
 from service.signal.context import irregularity_of
 
 THRESHOLDED = ("S", "V", "F")  # the classes a minimum probability may hold back
-S_INDEX = CLASSES.index("S")
+N_INDEX, S_INDEX = CLASSES.index("N"), CLASSES.index("S")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class Decision:
     min_probability: dict[str, float] = field(default_factory=dict)  # class name -> calibrated threshold
     review_below: float | None = None
     s_max_irregularity: float | None = None
+    s_as_n_in_af: bool = False
 
     def __post_init__(self):
         unknown = set(self.min_probability) - set(THRESHOLDED)
@@ -73,7 +79,7 @@ class Decision:
         if thresholds is None:
             thresholds = {"F": rule.get("f_min_probability")}
         return cls(float(rule.get("temperature", 1.0)), dict(thresholds), rule.get("review_below"),
-                   rule.get("s_max_irregularity"))
+                   rule.get("s_max_irregularity"), bool(rule.get("s_as_n_in_af", False)))
 
     def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
         """softmax(log p / T) of each row; the rows unchanged when T is 1."""
@@ -84,6 +90,19 @@ class Decision:
         logits -= logits.max(axis=1, keepdims=True)
         scaled = np.exp(logits)
         return scaled / scaled.sum(axis=1, keepdims=True)
+
+    def in_af(self, calibrated: np.ndarray, af_criteria: np.ndarray | None) -> np.ndarray:
+        """The calibrated rows with S's probability given to N on the beats `af_criteria` flags
+        (service.signal.rhythm), where this decision says so; the rows unchanged otherwise."""
+        if not self.s_as_n_in_af or af_criteria is None or not calibrated.size:
+            return calibrated
+        flagged = np.asarray(af_criteria, dtype=bool)
+        if flagged.shape != (len(calibrated),):
+            raise ValueError(f"af_criteria has {flagged.size} flags for {len(calibrated)} beats")
+        merged = calibrated.copy()
+        merged[flagged, N_INDEX] += merged[flagged, S_INDEX]
+        merged[flagged, S_INDEX] = 0.0
+        return merged
 
     def labels(self, calibrated: np.ndarray, irregularity: np.ndarray | None = None) -> np.ndarray:
         """argmax over the classes that pass: an ectopic class below its minimum probability, and
@@ -105,10 +124,11 @@ class Decision:
         return passing.argmax(axis=1)
 
     def __call__(self, probabilities: np.ndarray, inputs: np.ndarray | None = None,
-                 irregularity: np.ndarray | None = None) -> Decided:
+                 irregularity: np.ndarray | None = None, af_criteria: np.ndarray | None = None) -> Decided:
         """The decision on the beats whose network inputs are `inputs`, or whose irregularity is
-        given (the rhythm gate reads it)."""
-        calibrated = self.calibrated(probabilities)
+        given (the rhythm gate reads it); `af_criteria`, each beat's flag from the strip's beat
+        times (service.signal.rhythm), where the strip is known."""
+        calibrated = self.in_af(self.calibrated(probabilities), af_criteria)
         if self.s_max_irregularity is not None and irregularity is None and inputs is not None:
             irregularity = irregularity_of(inputs)
         labels = self.labels(calibrated, irregularity)
@@ -118,4 +138,5 @@ class Decision:
 
     def as_dict(self) -> dict:
         return {"temperature": self.temperature, "min_probability": dict(self.min_probability),
-                "s_max_irregularity": self.s_max_irregularity, "review_below": self.review_below}
+                "s_max_irregularity": self.s_max_irregularity, "s_as_n_in_af": self.s_as_n_in_af,
+                "review_below": self.review_below}

@@ -12,7 +12,7 @@ from __future__ import annotations
 USES: dict[str, tuple[bool, str]] = {
     "context-odenet": (True, "the default for strips, WFDB records, FHIR Observations and context beats"),
     "context-resnet": (True, "the same input without an ODE solve: the fastest; on unseen patients "
-                             "higher N Se and V +P, lower S Se"),
+                             "higher N Se, a third of the false ectopic calls, lower S Se"),
     "context-odenet-ds1": (False, "trained on DS1 only: reproduces the inter-patient figures on DS2"),
     "context-resnet-ds1": (False, "trained on DS1 only: reproduces the inter-patient figures on DS2"),
     "odenet": (False, "187-sample beats (the public heartbeat CSV format); recognises patients it has "

@@ -10,6 +10,7 @@ import numpy as np
 
 from service.runtime.batching import Arrivals, ModelBatcher, Ticket
 from service.signal.beats import CLASSES
+from service.signal.rhythm import af_criteria
 from service.errors import invalid, quoted
 from service.metrics import ServiceMetrics
 from service.models.solver import FIXED_STEP_METHODS, SolverConfig, SolverError
@@ -30,9 +31,12 @@ class Result:
 
     @classmethod
     def decided(cls, loaded: LoadedModel, inputs: np.ndarray, probabilities: np.ndarray, nfe: np.ndarray | None,
-                seconds: float) -> "Result":
-        """The predictor's probabilities of `inputs` through the model's decision (service.models.decision)."""
-        d = loaded.decision(probabilities, inputs)
+                seconds: float, times_s: np.ndarray | None = None) -> "Result":
+        """The predictor's probabilities of `inputs` through the model's decision (service.models.decision);
+        `times_s`, the beats' times in their strip, where a strip was sent (the decision's AF criteria
+        read them)."""
+        flags = af_criteria(times_s) if times_s is not None and loaded.decision.s_as_n_in_af else None
+        d = loaded.decision(probabilities, inputs, af_criteria=flags)
         return cls(d.probabilities, nfe, seconds, d.labels, d.confidence, d.review)
 
 
@@ -112,9 +116,11 @@ class Inference:
         return cfg
 
     async def classify(self, loaded: LoadedModel, inputs: np.ndarray, solver: SolverConfig | None,
-                       deadline: float, ticket: Ticket | None = None, solver_loc: tuple = ("body", "solver")) -> Result:
+                       deadline: float, ticket: Ticket | None = None, solver_loc: tuple = ("body", "solver"),
+                       times_s: np.ndarray | None = None) -> Result:
         """Probabilities and per-beat NFE of `inputs`, through the model's batcher in chunks of at
-        most max_beats_per_request beats (so one long strip does not hold up everyone else)."""
+        most max_beats_per_request beats (so one long strip does not hold up everyone else);
+        `times_s`, the beats' times where they are a strip's."""
         if ticket is not None:
             ticket.done()
         batcher = self.batchers[loaded.name]
@@ -132,7 +138,7 @@ class Inference:
             nfe = None if solver is None else np.concatenate([p.nfe for p in parts])
         else:
             probabilities, nfe = np.zeros((0, len(CLASSES))), None if solver is None else np.zeros(0, np.int64)
-        result = Result.decided(loaded, inputs, probabilities, nfe, sum(p.seconds for p in parts))
+        result = Result.decided(loaded, inputs, probabilities, nfe, sum(p.seconds for p in parts), times_s)
         self.count(loaded, solver, result)
         return result
 
