@@ -100,6 +100,10 @@ CONFIDENCE = ("probability of the label given (calibrated where the model's card
               "see docs/models.md#confidence-and-review)")
 LABEL = ("the most probable class, except that a model whose card has a decision calls S, V or F only at or "
          "above its minimum probability for it (see docs/models.md#confidence-and-review)")
+AF_CRITERIA = ("true where the 128 RR intervals ending at this beat meet the criteria of atrial fibrillation "
+               "(Dash et al. 2009), so the model's decision gave S's probability to N: in atrial fibrillation "
+               "AAMI labels every beat N. Frequent ventricular ectopy meets them too; not a diagnosis. Null where "
+               "the model's decision does not read the rhythm (docs/api.md#whole-strips)")
 REVIEW = ("true when the confidence is below the model's review threshold (chosen so that about 95 % of "
           "held-out beats are labelled without review); null for models without one")
 
@@ -251,6 +255,7 @@ class StripBeat(BaseModel):
     probabilities: dict[str, float]
     confidence: float = Field(..., description=CONFIDENCE)
     review: bool | None = Field(None, description=REVIEW)
+    af_criteria: bool | None = Field(None, description=AF_CRITERIA)
     nfe: int | None = Field(None, description="function evaluations of this beat's solve (ODE models)")
 
 

@@ -103,6 +103,8 @@ def test_a_strip_in_atrial_fibrillation_gets_no_s_call_where_the_criteria_hold(c
     labels = np.array([b["label"] for b in body["beats"]])
     flags = af_criteria(times)
     assert flags.sum() > 200 and not np.any(labels[flags] == "S")
+    assert [b["af_criteria"] for b in body["beats"]] == flags.tolist()  # each beat says why it is not S
+    assert all(b["probabilities"]["S"] == 0.0 for b, f in zip(body["beats"], flags) if f)
     # the same beats through the same model and decision without the strip's beat times call S there
     loaded = client.app.state.registry.models["context-odenet-ds1"]
     found = strip_beats(signal, 360.0, "context")
@@ -110,3 +112,12 @@ def test_a_strip_in_atrial_fibrillation_gets_no_s_call_where_the_criteria_hold(c
     ungated = loaded.decision(loaded.predictor.predict(found.beats).probabilities, found.beats)
     assert np.count_nonzero(ungated.labels[flags] == S) > 20
     assert np.array_equal(np.array(["NSVFQ"[i] for i in ungated.labels])[~flags], labels[~flags])
+
+
+def test_models_that_do_not_read_the_rhythm_say_so(client, fixture_dir):
+    record = wfdb.rdrecord(str(fixture_dir / "100"))
+    body = client.post("/predict/strip", json={"sampling_rate": 360, "signal": record.p_signal[:, 0].tolist(),
+                                               "model": "odenet"}).json()
+    assert body["beats"] and all(b["af_criteria"] is None for b in body["beats"])
+    context = client.post("/predict/strip", json={"sampling_rate": 360, "signal": record.p_signal[:, 0].tolist()}).json()
+    assert all(b["af_criteria"] is False for b in context["beats"])  # two minutes of sinus rhythm

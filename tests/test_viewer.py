@@ -328,6 +328,28 @@ def test_a_record_the_service_refuses_is_explained(service, browser, fixture_dir
     assert "the service refused the record (422): body.signal:" in status and ".dat" in status, status
 
 
+def test_a_beat_whose_s_went_to_n_in_a_random_rhythm_says_so(service, browser):
+    """A beat whose RR intervals meet the criteria of atrial fibrillation (`af_criteria`) tells the
+    reader why it is not called S; the others do not."""
+    open_viewer(browser, service)
+    browser.find_element("id", "example").click()
+    assert wait_analysed(browser) == "ready"
+    browser.execute_script("""
+        const beats = viewerState.beats.map((b, i) => ({...b, af_criteria: i === 3}));
+        viewerState.beats = beats;
+        viewerState.strip.setBeats(beats, []);""")
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = browser.find_element("id", "strip")
+    for index, shown in ((3, True), (4, False)):
+        beat = browser.execute_script(f"return viewerState.beats[{index}]")
+        x = round(beat["time_s"] * 100 - browser.execute_script("return viewerState.view.scrollLeft"))  # 100 px/s
+        ActionChains(browser).move_to_element_with_offset(canvas, x - canvas.size["width"] // 2, 0).click().perform()
+        assert browser.execute_script("return viewerState.selected")["index"] == index
+        panel = browser.find_element("id", "beat").text
+        assert ("criteria of atrial fibrillation: S not called" in panel) is shown, panel
+
+
 def test_beats_flagged_for_review_are_marked_and_reachable(service, browser):
     """Beats with `review: true` and a `confidence` (answers that carry them): next review stops
     at each flagged beat in turn, and the beat's panel says so with its confidence."""

@@ -80,6 +80,10 @@ def per_beat_review(result: Result) -> list:
     return [None] * len(result.probabilities) if result.review is None else result.review.tolist()
 
 
+def per_beat_af_criteria(result: Result) -> list:
+    return [None] * len(result.probabilities) if result.af_criteria is None else result.af_criteria.tolist()
+
+
 def log_answer(request: Request, loaded: LoadedModel, result: Result) -> None:
     """What the request's log line says about its answer (never beat data)."""
     request.state.log = {"model": loaded.name, "beats": len(result.probabilities),
@@ -124,9 +128,10 @@ def strip_response(found: StripAnalysis, loaded: LoadedModel, solver: SolverConf
         model=loaded.name, version=loaded.version, solver=solver_report(solver, result),
         latency_ms=1000 * result.seconds, reason=found.reason,
         beats=[StripBeat(sample=int(p), time_s=float(p / found.fs), label=CLASSES[i], class_index=int(i),
-                         probabilities=probabilities_of(row), confidence=c, review=r, nfe=n)
-               for p, i, row, c, r, n in zip(found.peaks, labels, result.probabilities, result.confidence.tolist(),
-                                             per_beat_review(result), per_beat_nfe(result))],
+                         probabilities=probabilities_of(row), confidence=c, review=r, af_criteria=a, nfe=n)
+               for p, i, row, c, r, a, n in zip(found.peaks, labels, result.probabilities, result.confidence.tolist(),
+                                                per_beat_review(result), per_beat_af_criteria(result),
+                                                per_beat_nfe(result))],
         summary=StripSummary(
             n_beats=len(labels), counts={c: int(np.sum(labels == k)) for k, c in enumerate(CLASSES)},
             mean_heart_rate_bpm=float(60.0 / rr.mean()) if rr.size else None,

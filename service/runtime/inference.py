@@ -28,6 +28,7 @@ class Result:
     labels: np.ndarray  # (n,) class indices, as the model's decision gives them
     confidence: np.ndarray  # (n,) probability of each beat's label
     review: np.ndarray | None  # (n,) bool; None where the model has no review threshold
+    af_criteria: np.ndarray | None = None  # (n,) bool where the decision read the strip's rhythm (service.signal.rhythm)
 
     @classmethod
     def decided(cls, loaded: LoadedModel, inputs: np.ndarray, probabilities: np.ndarray, nfe: np.ndarray | None,
@@ -37,7 +38,7 @@ class Result:
         read them)."""
         flags = af_criteria(times_s) if times_s is not None and loaded.decision.s_as_n_in_af else None
         d = loaded.decision(probabilities, inputs, af_criteria=flags)
-        return cls(d.probabilities, nfe, seconds, d.labels, d.confidence, d.review)
+        return cls(d.probabilities, nfe, seconds, d.labels, d.confidence, d.review, flags)
 
 
 class Inference:

@@ -154,7 +154,8 @@ function showBeat(beat, index) {
   const title = document.createElement("div");
   title.innerHTML = `<b style="color:${colourOf(beat)}">${beat.label}</b> beat ${index + 1} at ${beat.time_s.toFixed(3)} s (sample ${beat.sample})` +
     (beat.review ? " · <b>flagged for review</b>" : "") +
-    (beat.confidence !== undefined && beat.confidence !== null ? ` · confidence ${beat.confidence.toFixed(3)}` : "");
+    (beat.confidence !== undefined && beat.confidence !== null ? ` · confidence ${beat.confidence.toFixed(3)}` : "") +
+    (beat.af_criteria ? "<br>RR intervals meet the criteria of atrial fibrillation: S not called, its probability given to N" : "");
   const rows = document.createElement("table");
   for (const [cls, p] of Object.entries(beat.probabilities)) {
     const row = rows.insertRow();
