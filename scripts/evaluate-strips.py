@@ -87,20 +87,20 @@ def detection(folder: Path, records) -> None:
         print(f"{name:13} {tp:6d} {fn:7d} {fp:7d} {100 * tp / (tp + fn):6.2f} {100 * tp / (tp + fp):7.2f}")
 
 
-def decide(loaded, found, fs: float):
-    """The model's answer for each beat of a strip-path answer (`found`, at `fs` Hz) through its card's
+def decide(loaded, found):
+    """The model's answer for each beat of a strip-path answer (`found`) through its card's
     decision, as the service gives it (service.runtime.inference.Result: labels, confidence,
     review flags)."""
     beats = found.beats
     probabilities = (np.concatenate([loaded.predictor.predict(beats[i:i + 1024]).probabilities
                                      for i in range(0, len(beats), 1024)])
                      if len(beats) else np.zeros((0, len(CLASSES))))
-    return Result.decided(loaded, beats, probabilities, None, 0.0, found.peaks / fs)
+    return Result.decided(loaded, beats, probabilities, None, 0.0, found.af_criteria)
 
 
-def predict_labels(loaded, found, fs: float) -> np.ndarray:
+def predict_labels(loaded, found) -> np.ndarray:
     """The model's label index for each beat of `found` (none for none), as the service labels them."""
-    return decide(loaded, found, fs).labels
+    return decide(loaded, found).labels
 
 
 def strip_confusion(found, predicted: np.ndarray, reference: np.ndarray, labels: np.ndarray, flutter, fs: float,
@@ -129,7 +129,7 @@ def record_confusion(folder: Path, record: str, loaded, gate: bool = True) -> np
     """strip_confusion of one whole record through the strip path."""
     signal, fs, reference, labels, flutter = read(folder, record)
     found = strip_beats(signal, fs, loaded.input_kind, gate=gate)
-    return strip_confusion(found, predict_labels(loaded, found, fs), reference, labels, flutter, fs)
+    return strip_confusion(found, predict_labels(loaded, found), reference, labels, flutter, fs)
 
 
 def detection_se_ppv(confusion: np.ndarray) -> tuple[float, float]:
@@ -171,7 +171,7 @@ def end_to_end(folder: Path, models: Path, names: list[str], gates=(True,)) -> N
                 found = strip_beats(signal, fs, kind, gate=gate)
                 for model in (m for m in loaded if m.input_kind == kind):
                     per_record.setdefault((model.name, gate), {})[record] = strip_confusion(
-                        found, predict_labels(model, found, fs), reference, labels, flutter, fs)
+                        found, predict_labels(model, found), reference, labels, flutter, fs)
     for (name, gate), confusions in per_record.items():
         title = f"{name} on DS2 through the strip path, quality gate {'on' if gate else 'off'}"
         print_confusion(title, sum(confusions.values()))

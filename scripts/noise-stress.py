@@ -85,7 +85,7 @@ def main() -> None:
                     for name, model in loaded.items():
                         if model.input_kind != kind:
                             continue
-                        decided = score.decide(model, found, fs)
+                        decided = score.decide(model, found)
                         predicted = decided.labels
                         if decided.review is not None:
                             in_segment = noisy(found.peaks, fs)

@@ -297,17 +297,17 @@ class InProcess:
             raise
         except Exception as err:  # as the service answers it: the input's fault, in words
             raise RecordFailed(unreadable(task, err)) from None
-        labels, review = self.labels(found.beats, found.peaks / found.fs) if len(found.beats) else ([], None)
+        labels, review = self.labels(found.beats, found.af_criteria) if len(found.beats) else ([], None)
         report = rhythm_report(found.peaks / found.fs, labels, found.duration_s, review=review,
                                unreadable=getattr(found, "unreadable", None),  # where the analysis gives them
                                pause_threshold_s=options.pause_threshold_s)
         return Analysis(self.loaded.name, self.loaded.version, found.fs, found.lead, found.peaks, labels, report,
                         review)
 
-    def labels(self, beats: np.ndarray, times_s: np.ndarray) -> tuple[list[str], list[bool] | None]:
-        """The model's label of each beat (at `times_s` in its strip) and its review flag, through the
-        model's decision as the service gives them; a solve that fails fails the record, as it
-        fails a request."""
+    def labels(self, beats: np.ndarray, af_criteria: np.ndarray | None) -> tuple[list[str], list[bool] | None]:
+        """The model's label of each beat (with its AF criteria flag, service.signal.rhythm) and its
+        review flag, through the model's decision as the service gives them; a solve that fails fails
+        the record, as it fails a request."""
         from service.models.fastode import failure
         from service.runtime.inference import Result
         from service.signal.beats import CLASSES as LABELS
@@ -315,7 +315,7 @@ class InProcess:
         prediction = self.loaded.predictor.predict(beats, self.solver)
         if prediction.status is not None and prediction.status.any():
             raise RecordFailed(f"{failure(prediction.status, self.solver)}")
-        decided = Result.decided(self.loaded, beats, prediction.probabilities, None, 0.0, times_s)
+        decided = Result.decided(self.loaded, beats, prediction.probabilities, None, 0.0, af_criteria)
         review = None if decided.review is None else decided.review.tolist()
         return [LABELS[i] for i in decided.labels], review
 

@@ -99,6 +99,7 @@ def test_a_strip_in_atrial_fibrillation_gets_no_s_call_where_the_criteria_hold(c
     signal = record.p_signal[:, 0]
     body = client.post("/predict/strip", json={"sampling_rate": 360, "signal": signal.tolist(),
                                                "model": "context-odenet-ds1"}).json()
+    assert not body["report"]["unreadable"]  # every detection is in the answer: its times are the rhythm judged
     times = np.array([b["time_s"] for b in body["beats"]])
     labels = np.array([b["label"] for b in body["beats"]])
     flags = af_criteria(times)
@@ -121,3 +122,16 @@ def test_models_that_do_not_read_the_rhythm_say_so(client, fixture_dir):
     assert body["beats"] and all(b["af_criteria"] is None for b in body["beats"])
     context = client.post("/predict/strip", json={"sampling_rate": 360, "signal": record.p_signal[:, 0].tolist()}).json()
     assert all(b["af_criteria"] is False for b in context["beats"])  # two minutes of sinus rhythm
+
+
+def test_false_detections_in_noise_do_not_make_the_rhythm_look_random(mitdb_dir):
+    """The flags are judged on the beats the quality gate keeps: 45 s of white noise in a sinus
+    rhythm (record 100) gives the detector a burst of random "beats", which would meet the criteria
+    if they counted (they do with the gate off); with the gate they are dropped and no beat is flagged."""
+    signal = wfdb.rdrecord(str(mitdb_dir / "100"), sampto=6 * 60 * 360, channels=[0]).p_signal[:, 0].copy()
+    signal[150 * 360:195 * 360] = np.random.default_rng(5).normal(0, 0.3, 45 * 360)
+    gated, ungated = strip_beats(signal, 360.0, "context"), strip_beats(signal, 360.0, "context", gate=False)
+    assert gated.unreadable and gated.peaks.size < ungated.peaks.size
+    assert ungated.af_criteria.sum() > 20
+    assert gated.peaks.size > 300 and not gated.af_criteria.any()
+    assert strip_beats(signal, 360.0, "beat").af_criteria is None  # 187-sample beats carry no rhythm

@@ -105,16 +105,13 @@ def ectopic_calls_per_100_normal(confusion) -> dict:
 
 
 def evaluate(model: BeatClassifier, data: BeatSet, solver: SolverConfig | None = None,
-             decision: Decision | None = None, folder: Path | None = None) -> dict:
+             decision: Decision | None = None, af: np.ndarray | None = None) -> dict:
     """The card's metrics of `data`, labelled as the service labels its strips: through the card's
-    `decision` (service.models.decision) where it has one, with what its review flag does; a
-    decision that reads the AF criteria reads them from the records' beat times in `folder`."""
+    `decision` (service.models.decision) where it has one, with what its review flag does; `af`,
+    each beat's AF criteria flag, for a decision that reads them."""
+    if decision is not None and decision.s_as_n_in_af and af is None:
+        raise ValueError("this decision reads the AF criteria of the records' beat times: pass them")
     probabilities, nfe = predict_probabilities(model, data.beats, solver)
-    af = None
-    if decision is not None and decision.s_as_n_in_af:
-        if folder is None:
-            raise ValueError("this decision reads the AF criteria of the records' beat times: pass their folder")
-        af = af_criteria_of(data, folder)
     metrics = classification_metrics(data.labels, (decision or Decision())(probabilities, data.beats,
                                                                            af_criteria=af).labels)
     if decision is not None:
@@ -130,12 +127,14 @@ WITHOUT_232 = "232"  # 75 % of DS2's S beats are this one record's: DS2 figures 
 
 def split_metrics(model: BeatClassifier, data: BeatSet, split: str, solver: SolverConfig | None = None,
                   decision: Decision | None = None, folder: Path | None = None) -> dict:
-    """The metrics a card records for `split`: under metrics_key(split), and for DS2 also without 232."""
-    metrics = {metrics_key(split): evaluate(model, data, solver, decision, folder)}
+    """The metrics a card records for `split`: under metrics_key(split), and for DS2 also without 232;
+    a decision that reads the AF criteria gets them from the records' beat times in `folder`."""
+    af = af_criteria_of(data, folder) if decision is not None and decision.s_as_n_in_af else None
+    metrics = {metrics_key(split): evaluate(model, data, solver, decision, af)}
     if split == "inter":
-        keep = data.records != WITHOUT_232
-        metrics["inter_DS2_without_232"] = evaluate(model, data.subset(np.flatnonzero(keep)), solver, decision,
-                                                    folder)
+        keep = np.flatnonzero(data.records != WITHOUT_232)
+        metrics["inter_DS2_without_232"] = evaluate(model, data.subset(keep), solver, decision,
+                                                    None if af is None else af[keep])
     return metrics
 
 

@@ -206,7 +206,7 @@ async def predict_strip(request: Request, inference: Inference = Depends(get_inf
     loaded = inference.resolve(found.model, ("body", "model"))
     solver = inference.solver_for(found.solver, loaded, ("body", "solver"))
     result = await inference.classify(loaded, found.beats, solver, request.state.deadline,
-                                      times_s=found.peaks / found.fs)
+                                      af_criteria=found.af_criteria)
     return await strip_answer(strip_response(found, loaded, solver, result, request), format, "strip", found.fs)
 
 
@@ -228,7 +228,7 @@ async def predict_wfdb(request: Request, options: Annotated[UploadOptions, Query
                      model_kinds=inference.model_kinds())
     found = await analyse_strip(task, request, inference, ("body", "signal"))
     result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",),
-                                      times_s=found.peaks / found.fs)
+                                      af_criteria=found.af_criteria)
     record = os.path.splitext(header.filename or "")[0] or "record"
     return await strip_answer(strip_response(found, loaded, solver, result, request), options.format, record,
                               found.fs)
@@ -245,7 +245,7 @@ async def predict_fhir(request: Request, options: Annotated[UploadOptions, Query
                      model_kinds=inference.model_kinds())
     found = await analyse_strip(task, request, inference, ("body", "observation"))
     result = await inference.classify(loaded, found.beats, solver, request.state.deadline, solver_loc=("query",),
-                                      times_s=found.peaks / found.fs)
+                                      af_criteria=found.af_criteria)
     return await strip_answer(strip_response(found, loaded, solver, result, request), options.format,
                               "observation", found.fs)
 

@@ -10,7 +10,6 @@ import numpy as np
 
 from service.runtime.batching import Arrivals, ModelBatcher, Ticket
 from service.signal.beats import CLASSES
-from service.signal.rhythm import af_criteria
 from service.errors import invalid, quoted
 from service.metrics import ServiceMetrics
 from service.models.solver import FIXED_STEP_METHODS, SolverConfig, SolverError
@@ -32,11 +31,11 @@ class Result:
 
     @classmethod
     def decided(cls, loaded: LoadedModel, inputs: np.ndarray, probabilities: np.ndarray, nfe: np.ndarray | None,
-                seconds: float, times_s: np.ndarray | None = None) -> "Result":
+                seconds: float, af_criteria: np.ndarray | None = None) -> "Result":
         """The predictor's probabilities of `inputs` through the model's decision (service.models.decision);
-        `times_s`, the beats' times in their strip, where a strip was sent (the decision's AF criteria
-        read them)."""
-        flags = af_criteria(times_s) if times_s is not None and loaded.decision.s_as_n_in_af else None
+        `af_criteria`, each beat's flag from its strip's rhythm (service.signal.rhythm), where a strip
+        was sent, kept in the result where the decision reads it."""
+        flags = af_criteria if loaded.decision.s_as_n_in_af else None
         d = loaded.decision(probabilities, inputs, af_criteria=flags)
         return cls(d.probabilities, nfe, seconds, d.labels, d.confidence, d.review, flags)
 
@@ -118,10 +117,10 @@ class Inference:
 
     async def classify(self, loaded: LoadedModel, inputs: np.ndarray, solver: SolverConfig | None,
                        deadline: float, ticket: Ticket | None = None, solver_loc: tuple = ("body", "solver"),
-                       times_s: np.ndarray | None = None) -> Result:
+                       af_criteria: np.ndarray | None = None) -> Result:
         """Probabilities and per-beat NFE of `inputs`, through the model's batcher in chunks of at
         most max_beats_per_request beats (so one long strip does not hold up everyone else);
-        `times_s`, the beats' times where they are a strip's."""
+        `af_criteria`, the beats' flags where they are a strip's."""
         if ticket is not None:
             ticket.done()
         batcher = self.batchers[loaded.name]
@@ -139,7 +138,7 @@ class Inference:
             nfe = None if solver is None else np.concatenate([p.nfe for p in parts])
         else:
             probabilities, nfe = np.zeros((0, len(CLASSES))), None if solver is None else np.zeros(0, np.int64)
-        result = Result.decided(loaded, inputs, probabilities, nfe, sum(p.seconds for p in parts), times_s)
+        result = Result.decided(loaded, inputs, probabilities, nfe, sum(p.seconds for p in parts), af_criteria)
         self.count(loaded, solver, result)
         return result
 

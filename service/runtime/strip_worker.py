@@ -89,6 +89,7 @@ class StripAnalysis:
     reason: str | None
     unreadable: tuple = ()  # service.signal.quality.Span: stretches with no readable ECG, their beats dropped
     leads: tuple[str, ...] | None = None  # the leads the input held, where it names them; `lead` was analysed
+    af_criteria: np.ndarray | None = None  # per beat, context beats only (service.signal.rhythm)
 
 
 class StripRejected(StripError):
@@ -201,7 +202,7 @@ def analyse(task: StripTask) -> StripAnalysis:
     check_deadline(task)
     beats = found.beats if kind else found.beats[:0]
     return StripAnalysis(model, solver, lead.fs, lead.name, lead.signal_mv.size / lead.fs, found.peaks, beats,
-                         found.reason, found.unreadable, lead.received)
+                         found.reason, found.unreadable, lead.received, found.af_criteria if kind else None)
 
 
 def serve(connection, memory_mib: int = 0) -> None:

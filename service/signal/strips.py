@@ -25,6 +25,7 @@ from wfdb import processing
 from service.signal.beats import extract_beats
 from service.signal.context import context_beats, network_input
 from service.signal.quality import Span, readable, unreadable_spans
+from service.signal.rhythm import af_criteria
 
 MIN_SECONDS = 10.0
 MAX_SECONDS = 60 * 60.0
@@ -55,6 +56,7 @@ class StripBeats:
     beats: np.ndarray  # (n, input size): the model's input format
     reason: str | None  # why no beats were found, when none were
     unreadable: tuple[Span, ...] = ()  # stretches with no readable ECG; their beats are not in `peaks`
+    af_criteria: np.ndarray | None = None  # (n,) bool per beat, context beats only (service.signal.rhythm)
 
 
 def check_strip(signal: np.ndarray, fs: float) -> None:
@@ -170,12 +172,14 @@ def no_beats_reason(signal: np.ndarray, fs: float, detected: int, spans: list[Sp
 def strip_beats(signal_mv: np.ndarray, fs: float, kind: str = "beat", gate: bool = True) -> StripBeats:
     """Validate a strip in mV, find its R-peaks, drop those in unreadable stretches (unless `gate` is
     off) and cut the rest's beats in the `kind` format. Beats are cut with every detection in place,
-    so a beat's RR context is the same as without the gate."""
+    so a beat's RR context is the same as without the gate. The AF criteria flags of context beats
+    (service.signal.rhythm) are judged on the beats kept: false detections in noise are not a rhythm."""
     signal = np.asarray(signal_mv, dtype=np.float64)
     check_strip(signal, fs)
     peaks = detect_r_peaks(signal, fs)
     spans = unreadable_spans(signal, fs, peaks) if gate else []
     keep = readable(peaks, fs, spans)
     beats = beats_of(signal, fs, peaks, kind)[keep]
+    flags = af_criteria(peaks[keep] / fs) if kind == "context" else None
     reason = no_beats_reason(signal, fs, peaks.size, spans) if not keep.any() else None
-    return StripBeats(peaks[keep], beats, reason, tuple(spans))
+    return StripBeats(peaks[keep], beats, reason, tuple(spans), flags)
